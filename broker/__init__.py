@@ -1,0 +1,1 @@
+"""OS2mo-compatible event broker on Redis Streams."""

@@ -1,0 +1,403 @@
+"""GraphQL resolvers: parse input, call the domain, shape the output. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar
+from uuid import UUID
+
+from ariadne import MutationType, ObjectType, QueryType, ScalarType
+from graphql import GraphQLResolveInfo
+
+from broker import cursors
+from broker.models import (
+    Caller,
+    EventSelection,
+    Listener,
+    ListenerFilter,
+    Namespace,
+    NamespaceFilter,
+    Page,
+    PendingEvent,
+)
+from broker.operations import Broker, canonical_namespace
+from broker.tokens import EventToken
+
+
+@dataclass
+class Context:
+    """What every resolver gets as `info.context`, built once per request."""
+
+    broker: Broker
+    caller: Caller
+    # Raises when the caller lacks the role a root field needs (see broker/auth.py).
+    authorize: Callable[[str], None] = lambda field_name: None
+    listeners: dict[UUID, Listener | None] = field(default_factory=dict)
+    namespaces: dict[str, Namespace | None] = field(default_factory=dict)
+
+    async def listener(self, uuid: UUID) -> Listener | None:
+        if uuid not in self.listeners:
+            self.listeners[uuid] = await self.broker.listener(uuid)
+        return self.listeners[uuid]
+
+    async def namespace(self, name: str) -> Namespace | None:
+        if name not in self.namespaces:
+            self.namespaces[name] = await self.broker.namespace(name)
+        return self.namespaces[name]
+
+
+R = TypeVar("R")
+Resolver = Callable[..., Awaitable[R]]
+
+
+def root(resolver: Resolver[R]) -> Resolver[R]:
+    """A Query/Mutation field: checks the caller's role for it before running."""
+
+    @wraps(resolver)
+    async def guarded(obj: Any, info: GraphQLResolveInfo, **kwargs: Any) -> R:
+        info.context.authorize(info.field_name)
+        return await resolver(info.context, **kwargs)
+
+    return guarded
+
+
+# Scalars ------------------------------------------------------------------------------------
+
+uuid_scalar = ScalarType("UUID")
+
+
+@uuid_scalar.serializer
+def _serialize_uuid(value: UUID) -> str:
+    return str(value)
+
+
+@uuid_scalar.value_parser
+def _parse_uuid(value: Any) -> UUID:
+    if not isinstance(value, str):
+        raise ValueError("UUID must be a string")
+    return UUID(value)
+
+
+token_scalar = ScalarType("EventToken")
+
+
+@token_scalar.serializer
+def _serialize_token(value: EventToken) -> str:
+    return value.encode()
+
+
+@token_scalar.value_parser
+def _parse_token(value: Any) -> EventToken:
+    return EventToken.decode(value)
+
+
+cursor_scalar = ScalarType("Cursor")
+
+
+@cursor_scalar.value_parser
+def _parse_cursor(value: Any) -> str:
+    cursors.decode(value)
+    return str(value)
+
+
+# Input --------------------------------------------------------------------------------------
+
+
+def _set(values: list[Any] | None) -> frozenset[Any] | None:
+    return None if values is None else frozenset(values)
+
+
+def namespace_filter(data: dict[str, Any] | None) -> NamespaceFilter:
+    data = data or {}
+    names = data.get("names")
+    return NamespaceFilter(
+        names=None if names is None else frozenset(canonical_namespace(n) for n in names),
+        owners=_set(data.get("owners")),
+        public=data.get("public"),
+    )
+
+
+def listener_filter(data: dict[str, Any] | None) -> ListenerFilter:
+    data = data or {}
+    namespaces = data.get("namespaces")
+    return ListenerFilter(
+        uuids=_set(data.get("uuids")),
+        user_keys=_set(data.get("user_keys")),
+        owners=_set(data.get("owners")),
+        routing_keys=_set(data.get("routing_keys")),
+        namespaces=None if namespaces is None else namespace_filter(namespaces),
+    )
+
+
+def event_selection(data: dict[str, Any] | None) -> EventSelection:
+    data = data or {}
+    return EventSelection(
+        subjects=_set(data.get("subjects")),
+        priorities=_set(data.get("priorities")),
+        silenced=data.get("silenced"),
+    )
+
+
+def paged(page: Page[Any]) -> dict[str, Any]:
+    return {"objects": page.objects, "page_info": {"next_cursor": page.next_cursor}}
+
+
+# Query --------------------------------------------------------------------------------------
+
+query = QueryType()
+
+
+@query.field("event_fetch")
+@root
+async def _event_fetch(ctx: Context, filter: dict[str, Any]) -> PendingEvent | None:
+    return await ctx.broker.fetch(ctx.caller, filter["listener"])
+
+
+@query.field("events")
+@root
+async def _events(
+    ctx: Context,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    data = filter or {}
+    listeners = data.get("listeners")
+    page = await ctx.broker.events(
+        ctx.caller,
+        None if listeners is None else listener_filter(listeners),
+        event_selection(data),
+        limit,
+        cursor,
+    )
+    return paged(page)
+
+
+@query.field("event_listeners")
+@root
+async def _event_listeners(
+    ctx: Context,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    return paged(await ctx.broker.listeners(ctx.caller, listener_filter(filter), limit, cursor))
+
+
+@query.field("event_namespaces")
+@root
+async def _event_namespaces(
+    ctx: Context,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    return paged(await ctx.broker.namespaces(ctx.caller, namespace_filter(filter), limit, cursor))
+
+
+@query.field("me")
+@root
+async def _me(ctx: Context) -> dict[str, Any]:
+    return {"actor": ctx.caller}
+
+
+# Mutation -----------------------------------------------------------------------------------
+
+mutation = MutationType()
+
+
+@mutation.field("event_namespace_declare")
+@root
+async def _namespace_declare(ctx: Context, input: dict[str, Any]) -> Namespace:
+    return await ctx.broker.declare_namespace(ctx.caller, input["name"], input["public"])
+
+
+@mutation.field("event_namespace_delete")
+@root
+async def _namespace_delete(ctx: Context, input: dict[str, Any]) -> bool:
+    return await ctx.broker.delete_namespace(ctx.caller, input["name"])
+
+
+@mutation.field("event_listener_declare")
+@mutation.field("event_listener_create")
+@root
+async def _listener_declare(ctx: Context, input: dict[str, Any]) -> Listener:
+    return await ctx.broker.declare_listener(
+        ctx.caller, input["namespace"], input["user_key"], input["routing_key"]
+    )
+
+
+@mutation.field("event_listener_delete")
+@root
+async def _listener_delete(ctx: Context, input: dict[str, Any]) -> bool:
+    return await ctx.broker.delete_listener(
+        ctx.caller, input["uuid"], input["delete_pending_events"]
+    )
+
+
+@mutation.field("event_send")
+@root
+async def _send(ctx: Context, input: dict[str, Any]) -> bool:
+    return await ctx.broker.send(
+        ctx.caller, input["namespace"], input["routing_key"], input["subject"], input["priority"]
+    )
+
+
+@mutation.field("event_acknowledge")
+@root
+async def _acknowledge(ctx: Context, input: EventToken | dict[str, EventToken]) -> bool:
+    # The seed endpoint passes the token itself, the released one `{token: ...}`.
+    token = input if isinstance(input, EventToken) else input["token"]
+    return await ctx.broker.acknowledge(ctx.caller, token)
+
+
+@mutation.field("event_silence")
+@root
+async def _silence(ctx: Context, input: dict[str, Any]) -> bool:
+    return await ctx.broker.silence(
+        ctx.caller, listener_filter(input["listeners"]), input["subjects"]
+    )
+
+
+@mutation.field("event_unsilence")
+@root
+async def _unsilence(ctx: Context, input: dict[str, Any]) -> bool:
+    listeners = input.get("listeners")
+    return await ctx.broker.unsilence(
+        ctx.caller,
+        None if listeners is None else listener_filter(listeners),
+        input.get("subjects"),
+        input.get("priorities"),
+    )
+
+
+@mutation.field("event_rerun")
+@root
+async def _rerun(ctx: Context, input: dict[str, Any]) -> list[PendingEvent]:
+    listeners = input.get("listeners")
+    return await ctx.broker.rerun(
+        ctx.caller,
+        None if listeners is None else listener_filter(listeners),
+        input.get("subjects"),
+        input.get("priorities"),
+        input.get("silenced"),
+    )
+
+
+# Object types -------------------------------------------------------------------------------
+
+event_type = ObjectType("Event")
+
+
+@event_type.field("token")
+def _event_token(event: PendingEvent, info: GraphQLResolveInfo) -> EventToken:
+    return EventToken(event.listener, event.generation, event.subject)
+
+
+full_event_type = ObjectType("FullEvent")
+
+
+@full_event_type.field("listener")
+async def _full_event_listener(event: PendingEvent, info: GraphQLResolveInfo) -> Listener | None:
+    return await info.context.listener(event.listener)
+
+
+listener_type = ObjectType("Listener")
+
+
+@listener_type.field("namespace")
+async def _listener_namespace(listener: Listener, info: GraphQLResolveInfo) -> Namespace | None:
+    return await info.context.namespace(listener.namespace)
+
+
+@listener_type.field("events")
+async def _listener_events(
+    listener: Listener,
+    info: GraphQLResolveInfo,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> list[PendingEvent]:
+    ctx: Context = info.context
+    return await ctx.broker.listener_events(
+        ctx.caller, listener, event_selection(filter), limit, cursor
+    )
+
+
+namespace_type = ObjectType("Namespace")
+
+
+@namespace_type.field("listeners")
+async def _namespace_listeners(
+    namespace: Namespace,
+    info: GraphQLResolveInfo,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> list[Listener]:
+    ctx: Context = info.context
+    selection = listener_filter(filter)
+    bound = ListenerFilter(
+        uuids=selection.uuids,
+        user_keys=selection.user_keys,
+        owners=selection.owners,
+        routing_keys=selection.routing_keys,
+        namespaces=NamespaceFilter(names=frozenset([namespace.name])),
+    )
+    return (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
+
+
+actor_type = ObjectType("Actor")
+
+
+@actor_type.field("uuid")
+def _actor_uuid(caller: Caller, info: GraphQLResolveInfo) -> UUID:
+    return caller.owner
+
+
+@actor_type.field("event_namespaces")
+async def _actor_namespaces(
+    caller: Caller,
+    info: GraphQLResolveInfo,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> list[Namespace]:
+    selection = namespace_filter(filter)
+    own = NamespaceFilter(selection.names, frozenset([caller.owner]), selection.public)
+    return (await info.context.broker.namespaces(caller, own, limit, cursor)).objects
+
+
+@actor_type.field("event_listeners")
+async def _actor_listeners(
+    caller: Caller,
+    info: GraphQLResolveInfo,
+    filter: dict[str, Any] | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> list[Listener]:
+    selection = listener_filter(filter)
+    own = ListenerFilter(
+        selection.uuids,
+        selection.user_keys,
+        frozenset([caller.owner]),
+        selection.routing_keys,
+        selection.namespaces,
+    )
+    return (await info.context.broker.listeners(caller, own, limit, cursor)).objects
+
+
+BINDABLES = [
+    query,
+    mutation,
+    uuid_scalar,
+    token_scalar,
+    cursor_scalar,
+    event_type,
+    full_event_type,
+    listener_type,
+    namespace_type,
+    actor_type,
+]

@@ -1,0 +1,129 @@
+"""The ASGI application: routes, and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from ariadne import make_executable_schema
+from ariadne.asgi import GraphQL
+from ariadne.explorer import ExplorerGraphiQL
+from graphql import GraphQLError
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from broker import api, errors
+from broker.fanout import FanOut
+from broker.keys import Keys
+from broker.models import Caller
+from broker.operations import Broker
+from broker.schema import schema_text, seed_variant
+from broker.settings import DEV_OWNER, Settings
+from broker.store import RedisClient, Store
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS = 1.0
+
+
+def connect(settings: Settings) -> RedisClient:
+    """A client for `BROKER_REDIS_URL` that fails fast instead of hanging when Redis is down."""
+    assert settings.redis_url is not None
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": 10.0,
+        "health_check_interval": 15,
+    }
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password
+    if settings.redis_tls_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    if settings.redis_cluster:
+        options.pop("health_check_interval")
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return Redis.from_url(settings.redis_url, **options)
+
+
+def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
+    """Show users the refusals meant for them; hide internals behind a stable message."""
+    original = error.original_error
+    if isinstance(original, RedisError):
+        log.warning("Redis error in %s: %s", error.path, original)
+        error = GraphQLError(str(errors.StorageUnavailable()), path=error.path)
+    elif original is not None and not isinstance(
+        original, (GraphQLError, errors.BrokerError, ValueError)
+    ):
+        log.error("internal error in %s", error.path, exc_info=original)
+        error = GraphQLError("Internal server error", path=error.path)
+    formatted: dict[str, Any] = error.formatted
+    return formatted
+
+
+def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:
+    """Build the app. Without `redis`, one is connected from the settings at start-up."""
+    type_defs = schema_text()
+    released = make_executable_schema(type_defs, *api.BINDABLES)
+    seed = make_executable_schema(seed_variant(type_defs), *api.BINDABLES)
+    state: dict[str, Any] = {}
+
+    def context(request: Request, data: Any) -> api.Context:
+        caller = Caller(DEV_OWNER, admin=True, read_all=True, mo_emitter=True)
+        return api.Context(broker=state["broker"], caller=caller)
+
+    def graphql_app(schema: Any) -> GraphQL:
+        return GraphQL(
+            schema,
+            context_value=context,
+            debug=False,
+            introspection=settings.introspection,
+            explorer=ExplorerGraphiQL() if settings.explorer else None,
+            error_formatter=format_error,
+        )
+
+    async def live(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def ready(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await state["store"].ping()
+        except (RedisError, OSError, TimeoutError):
+            return JSONResponse({"status": "redis unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis if redis is not None else connect(settings)
+        store = Store(client, Keys(settings.key_prefix, settings.ingest_shards))
+        broker = Broker(store, settings)
+        await broker.setup()
+        fanout = FanOut(store, settings)
+        state.update(store=store, broker=broker, fanout=fanout)
+        fanout.start()
+        try:
+            yield
+        finally:
+            await fanout.stop(settings.shutdown_timeout_seconds)
+            if redis is None:
+                await client.aclose()
+
+    seed_app = graphql_app(seed)
+    released_app = graphql_app(released)
+    routes = [
+        Route("/graphql", seed_app, methods=["GET", "POST"]),
+        Route("/graphql/v{version:int}", released_app, methods=["GET", "POST"]),
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.broker_state = state
+    return app

@@ -1,0 +1,84 @@
+"""`broker serve`: run the broker, with an embedded Redis when none is configured."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+from pydantic import ValidationError
+
+from broker.embedded import EmbeddedRedis
+from broker.settings import Settings
+
+log = logging.getLogger("broker")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad one stops start-up with one line saying why."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            where = "BROKER_" + "_".join(str(part) for part in problem["loc"]).upper()
+            if not problem["loc"]:
+                where = "settings"
+            sys.exit(f"invalid setting {where}: {problem['msg']} (got {problem.get('input')!r})")
+        raise
+
+
+@contextlib.contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at Redis: the configured one, or a private embedded server."""
+    if settings.redis_url is not None:
+        yield settings
+        return
+    try:
+        server = EmbeddedRedis(settings.data_dir, settings.redis_server_binary).start()
+    except RuntimeError as error:
+        sys.exit(f"cannot start the embedded Redis server: {error}")
+    log.warning(
+        "BROKER_REDIS_URL is unset: started an embedded server (%s) with data in %s",
+        server.binary.name,
+        server.data_dir,
+    )
+    # Worker processes read their settings from the environment again.
+    os.environ["BROKER_REDIS_URL"] = server.url
+    try:
+        yield settings.model_copy(update={"redis_url": server.url})
+    finally:
+        server.stop()
+
+
+def serve(host: str, port: int, workers: int) -> None:
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    with redis_for(settings):
+        uvicorn.run(
+            "broker.main:app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+            log_level=settings.log_level.lower(),
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="broker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="serve the GraphQL API")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, args.workers)
+
+
+if __name__ == "__main__":
+    main()

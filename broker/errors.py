@@ -1,0 +1,85 @@
+"""Errors users see: each carries the exact message OS2mo returns for the same case."""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    """A refused request. `str(error)` is the message shown in `errors[].message`."""
+
+    message: str = "Request refused"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+
+
+class NotAuthenticated(BrokerError):
+    message = "User is not authenticated"
+
+
+class PermissionDenied(BrokerError):
+    message = "No policy approved the access"
+
+
+class InvalidInput(BrokerError):
+    """Input that is well-typed GraphQL but breaks a rule of the contract."""
+
+
+class PriorityNotNatural(InvalidInput):
+    message = "priority must be natural"
+
+
+class SubjectTooLarge(InvalidInput):
+    message = "Too large subject. Only send identifiers as the subject, not data"
+
+
+class NamespaceNotFound(BrokerError):
+    message = "Namespace does not exist."
+
+
+class ListenerNamespaceNotFound(BrokerError):
+    # OS2mo words this one without the full stop; clients match on it.
+    message = "Namespace does not exist"
+
+
+class NotNamespaceOwner(BrokerError):
+    message = "You are not the owner of that namespace."
+
+
+class NamespaceNotPublic(BrokerError):
+    message = "Namespace already exists, but is non-public and you are not the owner."
+
+
+class NamespaceClaimed(BrokerError):
+    message = "Namespace already claimed by another owner."
+
+
+class NamespacePublicMismatch(BrokerError):
+    def __init__(self, public: bool) -> None:
+        super().__init__(f"Namespace already exists with public={str(public).lower()}.")
+
+
+class NamespaceBuiltIn(BrokerError):
+    message = "The built-in namespace cannot be changed or deleted."
+
+
+class NamespaceHasListeners(BrokerError):
+    message = (
+        "There are still listeners for this namespace. Use the `event_listener_delete` mutator."
+    )
+
+
+class ListenerRoutingKeyMismatch(BrokerError):
+    message = (
+        "There already exists a listener with this user_key and a different routing_key"
+    )
+
+
+class ListenerHasPendingEvents(BrokerError):
+    message = (
+        "There are pending events for this listener. Consider carefully if these need to be "
+        "handled first. You can delete the listener anyway with `delete_pending_events`."
+    )
+
+
+class StorageUnavailable(BrokerError):
+    message = "The event store is unavailable; try again shortly."

@@ -1,0 +1,126 @@
+"""The fan-out writer: copies each ingest entry into every matching listener.
+
+Every broker process runs one. Processes share the work through the `fanout`
+consumer group on each ingest shard; entries a crashed process read but did not
+finish are taken over after `fanout_claim_idle_seconds`. An entry is acknowledged
+only after every listener has it, so a crash means a repeat, never a loss, and
+the listener script makes a repeat harmless (see lua/apply.lua).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from uuid import UUID, uuid4
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from broker.settings import Settings
+from broker.store import IngestEntry, Store, stream_id_order
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 1000  # how long one read waits for new entries: bounds shutdown latency
+APPLY_CONCURRENCY = 64
+MAX_BACKOFF_SECONDS = 5.0
+
+Notify = Callable[[UUID], None]
+
+
+class FanOut:
+    def __init__(self, store: Store, settings: Settings, notify: Notify | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
+        self.notify = notify
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for shard in range(self.store.keys.shards):
+            self._tasks.append(asyncio.create_task(self._forever(self._read, shard)))
+            self._tasks.append(asyncio.create_task(self._forever(self._claim, shard)))
+
+    async def stop(self, timeout: float) -> None:
+        """Let batches in progress finish (up to `timeout`), then cancel what is left."""
+        self._stopping.set()
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _forever(self, step: Callable[[int], Awaitable[None]], shard: int) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                await step(shard)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                log.warning("fan-out shard %d: Redis unavailable (%s); retrying", shard, error)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                # The ingest stream vanished (e.g. Redis lost its data): recreate it.
+                await self.store.ensure_ingest(shard)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _read(self, shard: int) -> None:
+        entries = await self.store.read_ingest(
+            shard, self.consumer, self.settings.fanout_batch, BLOCK_MS
+        )
+        if entries:
+            await self.process(shard, entries)
+
+    async def _claim(self, shard: int) -> None:
+        await self._sleep(self.settings.fanout_claim_idle_seconds / 2)
+        if self._stopping.is_set():
+            return
+        idle_ms = int(self.settings.fanout_claim_idle_seconds * 1000)
+        entries = await self.store.claim_ingest(
+            shard, self.consumer, idle_ms, self.settings.fanout_batch
+        )
+        if entries:
+            log.info("fan-out shard %d: took over %d unfinished entries", shard, len(entries))
+            await self.process(shard, entries)
+
+    async def process(self, shard: int, entries: Sequence[IngestEntry]) -> None:
+        """Apply a batch of one shard's entries to their listeners, then acknowledge it."""
+        by_topic: dict[tuple[str, str], list[IngestEntry]] = defaultdict(list)
+        for entry in entries:
+            by_topic[entry.namespace, entry.routing_key].append(entry)
+
+        work: dict[UUID, tuple[tuple[str, str], list[IngestEntry]]] = {}
+        for topic, topic_entries in by_topic.items():
+            for listener, since in (await self.store.topic_listeners(*topic)).items():
+                newer = stream_id_order(since)
+                mine = [e for e in topic_entries if stream_id_order(e.id) > newer]
+                if mine:
+                    work[listener] = (topic, mine)
+
+        limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+
+        async def apply(listener: UUID, topic: tuple[str, str], mine: list[IngestEntry]) -> None:
+            async with limit:
+                changed = await self.store.apply(listener, mine)
+            if changed < 0:
+                # Deleted while registered with its topic: finish the unsubscribe.
+                await self.store.drop_from_topic(*topic, listener)
+            elif changed and self.notify is not None:
+                self.notify(listener)
+
+        await asyncio.gather(*(apply(lst, topic, mine) for lst, (topic, mine) in work.items()))
+        await self.store.ack_ingest(shard, [entry.id for entry in entries])

@@ -1,0 +1,66 @@
+"""Every Redis key the broker uses, built in one place.
+
+Hash tags keep related keys in one cluster slot so that each Lua script only
+touches one slot:
+
+- `{P:registry}`    namespaces, listeners and their identities (small, rarely written);
+- `{P:s<N>}`        one ingest shard: its stream and the listener sets of the topics
+                    (namespace, routing key) that hash to it;
+- `{P:l:<uuid>}`    everything of one listener: its lanes, pending events and retries.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerKeys:
+    """The keys of one listener, in the order the listener scripts take them."""
+
+    meta: str  # hash: owner, namespace, routing_key, user_key, generation counter
+    events: str  # hash: subject -> packed pending-event record
+    index: str  # sorted set (all scores 0): subjects in lexical order, for paging
+    lanes: str  # sorted set: ranks whose lane may hold undelivered entries
+    retry: str  # sorted set: subject -> ms when its back-off ends (delivered events)
+    lane_prefix: str  # + rank = a lane stream; not a key itself
+
+    def as_list(self) -> list[str]:
+        return [self.meta, self.events, self.index, self.lanes, self.retry, self.lane_prefix]
+
+
+class Keys:
+    def __init__(self, prefix: str, shards: int) -> None:
+        self.prefix = prefix
+        self.shards = shards
+        registry = f"{prefix}:{{{prefix}:registry}}"
+        self.namespaces = f"{registry}:namespaces"  # hash: name -> json
+        self.listeners = f"{registry}:listeners"  # hash: uuid -> json
+        self.identities = f"{registry}:identities"  # hash: owner/namespace/user_key -> uuid
+        self.config = f"{registry}:config"  # hash: layout facts fixed for the data's lifetime
+
+    def shard_of(self, namespace: str, routing_key: str) -> int:
+        return zlib.crc32(f"{namespace}\0{routing_key}".encode()) % self.shards
+
+    def ingest(self, shard: int) -> str:
+        """The stream `event_send` appends to; read by the fan-out group."""
+        return f"{self.prefix}:{{{self.prefix}:s{shard}}}:ingest"
+
+    def topic(self, namespace: str, routing_key: str) -> str:
+        """Hash: listener uuid -> ingest id at registration (older entries are not theirs)."""
+        shard = self.shard_of(namespace, routing_key)
+        # Length-prefixed so that no (namespace, routing_key) pair can spell another's key.
+        return f"{self.prefix}:{{{self.prefix}:s{shard}}}:topic:{len(namespace)}:{namespace}:{routing_key}"
+
+    def listener(self, uuid: UUID) -> ListenerKeys:
+        tag = f"{self.prefix}:{{{self.prefix}:l:{uuid}}}"
+        return ListenerKeys(
+            meta=f"{tag}:meta",
+            events=f"{tag}:events",
+            index=f"{tag}:index",
+            lanes=f"{tag}:lanes",
+            retry=f"{tag}:retry",
+            lane_prefix=f"{tag}:lane:",
+        )

@@ -1,0 +1,43 @@
+-- Fan-out: apply ingest entries to one listener, coalescing per subject.
+-- KEYS: the listener keys (see listener.lua).
+-- ARGV: groups of four: subject, priority, ingest entry id, created ms.
+-- Returns the number of entries that changed something, or -1 if the listener is gone.
+-- Idempotent: an entry whose id equals the record's last applied id is skipped;
+-- an older entry (fan-out workers ran out of order) only merges priority and
+-- creation time. Cost: O(log n) per entry.
+if redis.call('EXISTS', META) == 0 then return -1 end
+local changed = 0
+for i = 1, #ARGV, 4 do
+  local subject, priority, src, created = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local r = load(subject)
+  if not r then
+    r = {gen = tostring(redis.call('HINCRBY', META, 'gen', 1)), priority = priority, silenced = 0,
+         created = created, deliveries = 0, entry = '', rank = '', src = src}
+    place(subject, r)
+    redis.call('ZADD', INDEX, 0, subject)
+    save(subject, r)
+    changed = changed + 1
+  else
+    local order = compare_ids(src, r.src)
+    if order > 0 then
+      -- A re-send: new generation (old tokens go stale), fetchable now, back-off reset.
+      r.gen = tostring(redis.call('HINCRBY', META, 'gen', 1))
+      r.priority = math.min(r.priority, priority)
+      if tonumber(created) < tonumber(r.created) then r.created = created end
+      r.deliveries = 0
+      r.src = src
+      place(subject, r)
+      save(subject, r)
+      changed = changed + 1
+    elseif order < 0 then
+      local waiting = redis.call('ZSCORE', RETRY, subject)
+      if tonumber(created) < tonumber(r.created) then r.created = created end
+      if priority < r.priority then
+        r.priority = priority
+        if not waiting then place(subject, r) end
+      end
+      save(subject, r)
+    end
+  end
+end
+return changed

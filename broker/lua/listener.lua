@@ -1,0 +1,100 @@
+-- Shared prelude of every listener script (prepended by store.py).
+--
+-- All listener scripts take the same KEYS, all in the listener's hash tag:
+--   KEYS[1] meta    hash: owner, namespace, routing_key, user_key, gen (counter)
+--   KEYS[2] events  hash: subject -> packed record (see pack/unpack)
+--   KEYS[3] index   sorted set, score 0: subjects in lexical order
+--   KEYS[4] lanes   sorted set: ranks whose lane may hold undelivered entries
+--   KEYS[5] retry   sorted set: subject -> ms when its back-off ends
+--   KEYS[6] lane prefix: KEYS[6] .. rank is a lane stream (same hash tag)
+--
+-- A pending event has exactly one stream entry, in the lane of its rank: unread
+-- (ready to fetch) or in the lane group's PEL (delivered, waiting out its back-off,
+-- and then listed in `retry`). The rank orders lanes: silenced last, then lower
+-- priority number, then fewer deliveries.
+
+local META, EVENTS, INDEX, LANES, RETRY, LANE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local GROUP, CONSUMER = 'g', 'c'
+
+-- gen|priority|silenced|created_ms|deliveries|entry id|rank|ingest id last applied
+local function unpack_record(packed)
+  local f = {}
+  for part in string.gmatch(packed, '([^|]*)|?') do f[#f + 1] = part end
+  return {gen = f[1], priority = tonumber(f[2]), silenced = tonumber(f[3]),
+          created = f[4], deliveries = tonumber(f[5]), entry = f[6], rank = f[7], src = f[8]}
+end
+
+local function pack_record(r)
+  return table.concat({r.gen, string.format('%d', r.priority), r.silenced, r.created,
+                       r.deliveries, r.entry, r.rank, r.src}, '|')
+end
+
+local function rank_of(r)
+  -- 1 + 31 + 21 bits: exact in a double. Priorities are GraphQL Ints (< 2^31).
+  return string.format('%.0f', r.silenced * 2^52 + r.priority * 2^21 + math.min(r.deliveries, 2^21 - 1))
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Compare two stream ids "ms-seq": -1, 0 or 1.
+local function compare_ids(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  if am ~= bm then return am < bm and -1 or 1 end
+  if as ~= bs then return as < bs and -1 or 1 end
+  return 0
+end
+
+-- The next unread entry of a lane (id, fields), or nil. Real servers answer
+-- {{key, entries}} (nil when nothing is new); fakeredis answers {key, entries}
+-- (and {} when nothing is new), so accept both.
+local function read_one(lane)
+  local reply = redis.call('XREADGROUP', 'GROUP', GROUP, CONSUMER, 'COUNT', 1, 'STREAMS', lane, '>')
+  if not reply or #reply == 0 then return nil end
+  local entries = type(reply[1]) == 'table' and reply[1][2] or reply[2]
+  if not entries or #entries == 0 then return nil end
+  return entries[1][1], entries[1][2]
+end
+
+local function remove_entry(r)
+  if r.entry == '' then return end
+  local lane = LANE .. r.rank
+  redis.call('XACK', lane, GROUP, r.entry)
+  redis.call('XDEL', lane, r.entry)
+  if redis.call('XLEN', lane) == 0 then
+    redis.call('DEL', lane)
+    redis.call('ZREM', LANES, r.rank)
+  end
+  r.entry = ''
+end
+
+-- (Re)append the event to the lane of its current rank: it becomes fetchable now.
+local function place(subject, r)
+  remove_entry(r)
+  r.rank = rank_of(r)
+  local lane = LANE .. r.rank
+  if redis.call('EXISTS', lane) == 0 then
+    redis.call('XGROUP', 'CREATE', lane, GROUP, '0', 'MKSTREAM')
+  end
+  r.entry = redis.call('XADD', lane, '*', 's', subject)
+  redis.call('ZADD', LANES, tonumber(r.rank), r.rank)
+  redis.call('ZREM', RETRY, subject)
+end
+
+local function load(subject)
+  local packed = redis.call('HGET', EVENTS, subject)
+  if not packed then return nil end
+  return unpack_record(packed)
+end
+
+local function save(subject, r)
+  redis.call('HSET', EVENTS, subject, pack_record(r))
+end
+
+local function owned_by(owner)
+  return owner == '' or redis.call('HGET', META, 'owner') == owner
+end

@@ -1,0 +1,327 @@
+"""Domain operations of the event system: the rules of the contract, over the store.
+
+Every operation takes the `Caller` first, so authentication decides who that is
+and these functions decide what that caller may do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+from uuid import UUID, uuid4
+
+from broker import cursors, errors
+from broker.models import (
+    MO_NAMESPACE,
+    Caller,
+    EventSelection,
+    Listener,
+    ListenerFilter,
+    Namespace,
+    NamespaceFilter,
+    Page,
+    PendingEvent,
+)
+from broker.settings import Settings
+from broker.store import Store, UpdateAction
+from broker.tokens import EventToken
+
+MAX_SUBJECT_LENGTH = 220
+MAX_NAME_LENGTH = 255
+# Owns the built-in namespace; no token can carry it as its owner claim by accident.
+SYSTEM_OWNER = UUID("00000000-0000-0000-0000-000000000000")
+_SCAN_BATCH = 500
+
+T = TypeVar("T")
+
+
+def canonical_namespace(name: str) -> str:
+    """`MO` (the seed's spelling) names the built-in `mo` namespace."""
+    return MO_NAMESPACE if name == "MO" else name
+
+
+def _check_name(what: str, value: str) -> None:
+    if not value or len(value) > MAX_NAME_LENGTH:
+        raise errors.InvalidInput(f"{what} must be 1 to {MAX_NAME_LENGTH} characters")
+
+
+def _paginate(
+    items: Iterable[T], key: Callable[[T], list[str]], limit: int | None, cursor: str | None
+) -> Page[T]:
+    """Keyset page of `items` sorted by `key`: stable while items come and go."""
+    if limit is not None and limit < 1:
+        raise errors.InvalidInput("limit must be at least 1")
+    ordered = sorted(items, key=key)
+    if cursor is not None:
+        after = cursors.decode(cursor)
+        ordered = [item for item in ordered if key(item) > after]
+    if limit is None or len(ordered) <= limit:
+        return Page(ordered, None)
+    page = ordered[:limit]
+    return Page(page, cursors.encode(key(page[-1])))
+
+
+def _namespace_key(namespace: Namespace) -> list[str]:
+    return [namespace.name]
+
+
+def _listener_key(listener: Listener) -> list[str]:
+    return [str(listener.uuid)]
+
+
+class Broker:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.retry_min_ms = int(settings.retry_min_seconds * 1000)
+        self.retry_max_ms = int(settings.retry_max_seconds * 1000)
+
+    async def setup(self) -> None:
+        """Prepare storage and make sure the built-in public `mo` namespace exists."""
+        await self.store.setup()
+        await self.store.claim_namespace(Namespace(MO_NAMESPACE, SYSTEM_OWNER, public=True))
+
+    # Namespaces -----------------------------------------------------------------------------
+
+    async def declare_namespace(self, caller: Caller, name: str, public: bool) -> Namespace:
+        name = canonical_namespace(name)
+        _check_name("name", name)
+        held = await self.store.claim_namespace(Namespace(name, caller.owner, public))
+        if held.owner != caller.owner:
+            raise errors.NamespaceClaimed()
+        if held.public != public:
+            raise errors.NamespacePublicMismatch(held.public)
+        return held
+
+    async def delete_namespace(self, caller: Caller, name: str) -> bool:
+        name = canonical_namespace(name)
+        namespace = await self.store.get_namespace(name)
+        if namespace is None:
+            return True
+        if namespace.name == MO_NAMESPACE:
+            raise errors.NamespaceBuiltIn()
+        if namespace.owner != caller.owner and not caller.admin:
+            raise errors.NotNamespaceOwner()
+        if any(listener.namespace == name for listener in await self.store.all_listeners()):
+            raise errors.NamespaceHasListeners()
+        await self.store.delete_namespace(name)
+        return True
+
+    async def namespaces(
+        self, caller: Caller, selection: NamespaceFilter, limit: int | None, cursor: str | None
+    ) -> Page[Namespace]:
+        found = [ns for ns in await self.store.all_namespaces() if selection.matches(ns)]
+        return _paginate(found, _namespace_key, limit, cursor)
+
+    async def namespace(self, name: str) -> Namespace | None:
+        return await self.store.get_namespace(name)
+
+    # Listeners ------------------------------------------------------------------------------
+
+    async def declare_listener(
+        self, caller: Caller, namespace: str, user_key: str, routing_key: str
+    ) -> Listener:
+        namespace = canonical_namespace(namespace)
+        _check_name("namespace", namespace)
+        _check_name("user_key", user_key)
+        _check_name("routing_key", routing_key)
+        found = await self.store.get_namespace(namespace)
+        if found is None:
+            raise errors.ListenerNamespaceNotFound()
+        if not found.public and found.owner != caller.owner:
+            raise errors.NamespaceNotPublic()
+        wanted = Listener(uuid4(), caller.owner, namespace, routing_key, user_key)
+        listener = await self.store.claim_listener(wanted)
+        if listener.routing_key != routing_key:
+            raise errors.ListenerRoutingKeyMismatch()
+        # Both steps are idempotent, so a re-declare also repairs an interrupted one.
+        await self.store.create_listener_state(listener)
+        await self.store.subscribe(listener)
+        return listener
+
+    async def delete_listener(
+        self, caller: Caller, uuid: UUID, delete_pending_events: bool
+    ) -> bool:
+        listener = await self.store.get_listener(uuid)
+        if listener is None:
+            return True
+        if listener.owner != caller.owner and not caller.admin:
+            raise errors.PermissionDenied()
+        # State first: once it is gone, fan-out skips the listener (lua/apply.lua).
+        deleted = await self.store.delete_listener_state(uuid, None, delete_pending_events)
+        if deleted == 0:
+            raise errors.ListenerHasPendingEvents()
+        await self.store.unsubscribe(listener)
+        await self.store.forget_listener(listener)
+        return True
+
+    async def listener(self, uuid: UUID) -> Listener | None:
+        return await self.store.get_listener(uuid)
+
+    async def listeners(
+        self, caller: Caller, selection: ListenerFilter, limit: int | None, cursor: str | None
+    ) -> Page[Listener]:
+        found = await self._matching_listeners(selection)
+        return _paginate(found, _listener_key, limit, cursor)
+
+    async def _matching_listeners(self, selection: ListenerFilter | None) -> list[Listener]:
+        listeners = await self.store.all_listeners()
+        if selection is None:
+            return listeners
+        namespaces = {}
+        if selection.namespaces is not None:
+            namespaces = {ns.name: ns for ns in await self.store.all_namespaces()}
+        return [item for item in listeners if selection.matches(item, namespaces)]
+
+    def _may_see_events(self, caller: Caller, listener: Listener) -> bool:
+        return caller.read_all or listener.owner == caller.owner
+
+    def _may_manage(self, caller: Caller, listener: Listener) -> bool:
+        return caller.admin or listener.owner == caller.owner
+
+    # Events ---------------------------------------------------------------------------------
+
+    async def send(
+        self, caller: Caller, namespace: str, routing_key: str, subject: str, priority: int
+    ) -> bool:
+        if priority < 1:
+            raise errors.PriorityNotNatural()
+        if len(subject) > MAX_SUBJECT_LENGTH:
+            raise errors.SubjectTooLarge()
+        namespace = canonical_namespace(namespace)
+        _check_name("routing_key", routing_key)
+        found = await self.store.get_namespace(namespace)
+        if found is None:
+            raise errors.NamespaceNotFound()
+        allowed = caller.mo_emitter if found.name == MO_NAMESPACE else found.owner == caller.owner
+        if not allowed:
+            raise errors.NotNamespaceOwner()
+        await self.store.send(namespace, routing_key, subject, priority)
+        return True
+
+    async def fetch(self, caller: Caller, listener: UUID) -> PendingEvent | None:
+        """Only the listener's owner fetches (as OS2mo); anyone else gets `None`."""
+        return await self.store.fetch(
+            listener, caller.owner, self.retry_min_ms, self.retry_max_ms
+        )
+
+    async def acknowledge(self, caller: Caller, token: EventToken) -> bool:
+        """Always true: stale, foreign and unknown tokens are no-ops (contract point 7)."""
+        await self.store.acknowledge(token.listener, caller.owner, token.subject, token.generation)
+        return True
+
+    async def silence(
+        self, caller: Caller, listeners: ListenerFilter, subjects: Sequence[str]
+    ) -> bool:
+        await self._update(caller, "silence", listeners, EventSelection(), sorted(set(subjects)))
+        return True
+
+    async def unsilence(
+        self,
+        caller: Caller,
+        listeners: ListenerFilter | None,
+        subjects: Sequence[str] | None,
+        priorities: Sequence[int] | None,
+    ) -> bool:
+        selection = EventSelection(
+            priorities=None if priorities is None else frozenset(priorities)
+        )
+        await self._update(caller, "unsilence", listeners, selection, subjects)
+        return True
+
+    async def rerun(
+        self,
+        caller: Caller,
+        listeners: ListenerFilter | None,
+        subjects: Sequence[str] | None,
+        priorities: Sequence[int] | None,
+        silenced: bool | None,
+    ) -> list[PendingEvent]:
+        selection = EventSelection(
+            priorities=None if priorities is None else frozenset(priorities), silenced=silenced
+        )
+        return await self._update(caller, "rerun", listeners, selection, subjects)
+
+    async def _update(
+        self,
+        caller: Caller,
+        action: UpdateAction,
+        listeners: ListenerFilter | None,
+        selection: EventSelection,
+        subjects: Sequence[str] | None,
+    ) -> list[PendingEvent]:
+        """Apply `action` to matching events of the caller's (or, for admins, any) listeners."""
+        touched: list[PendingEvent] = []
+        for listener in await self._matching_listeners(listeners):
+            if not self._may_manage(caller, listener):
+                continue
+            if subjects is not None:
+                touched += await self.store.update(listener.uuid, action, selection, subjects)
+                continue
+            after = None
+            while batch := await self.store.subjects(listener.uuid, after, _SCAN_BATCH):
+                touched += await self.store.update(listener.uuid, action, selection, batch)
+                after = batch[-1]
+        return touched
+
+    async def events(
+        self,
+        caller: Caller,
+        listeners: ListenerFilter | None,
+        selection: EventSelection,
+        limit: int | None,
+        cursor: str | None,
+    ) -> Page[PendingEvent]:
+        """Pending events ordered by (listener uuid, subject); keyset-paginated."""
+        if limit is not None and limit < 1:
+            raise errors.InvalidInput("limit must be at least 1")
+        after_listener, after_subject = "", None
+        if cursor is not None:
+            key = cursors.decode(cursor)
+            if len(key) != 2:
+                raise ValueError(cursors.PARSE_ERROR)
+            after_listener, after_subject = key
+        visible = sorted(
+            (
+                item
+                for item in await self._matching_listeners(listeners)
+                if self._may_see_events(caller, item) and str(item.uuid) >= after_listener
+            ),
+            key=_listener_key,
+        )
+        want = None if limit is None else limit + 1
+        found: list[PendingEvent] = []
+        for listener in visible:
+            after = after_subject if str(listener.uuid) == after_listener else None
+            remaining = None if want is None else want - len(found)
+            found += await self.store.pending(listener.uuid, selection, after, remaining)
+            if want is not None and len(found) >= want:
+                break
+        if limit is None or len(found) <= limit:
+            return Page(found, None)
+        last = found[limit - 1]
+        return Page(found[:limit], cursors.encode([str(last.listener), last.subject]))
+
+    async def listener_events(
+        self,
+        caller: Caller,
+        listener: Listener,
+        selection: EventSelection,
+        limit: int | None,
+        cursor: str | None,
+    ) -> list[PendingEvent]:
+        if not self._may_see_events(caller, listener):
+            return []
+        after = None
+        if cursor is not None:
+            key = cursors.decode(cursor)
+            after = key[-1] if key else None
+        if limit is not None and limit < 1:
+            raise errors.InvalidInput("limit must be at least 1")
+        return await self.store.pending(listener.uuid, selection, after, limit)
+
+    async def pending_counts(self, listeners: Sequence[Listener]) -> list[int]:
+        return list(
+            await asyncio.gather(*(self.store.count_pending(item.uuid) for item in listeners))
+        )

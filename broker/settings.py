@@ -1,0 +1,114 @@
+"""The broker's settings: one typed object, read from `BROKER_*` environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Self
+from uuid import UUID
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Owner used for every caller while authentication is `insecure-dev` and the
+# request carries no token (issue: security). Stable so a restart keeps ownership.
+DEV_OWNER = UUID("00000000-0000-4000-8000-000000000001")
+
+
+class AuthMode(StrEnum):
+    OIDC = "oidc"
+    INSECURE_DEV = "insecure-dev"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
+
+    # Storage
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis:// or rediss://). Unset: start an embedded server.",
+    )
+    redis_password: str | None = Field(
+        default=None, description="Password for Redis; overrides one in the URL."
+    )
+    redis_cluster: bool = Field(default=False, description="Talk to a Redis Cluster.")
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify Redis' TLS certificate (rediss://)."
+    )
+    redis_server_binary: Path | None = Field(
+        default=None,
+        description="redis-server/valkey-server for the embedded engine; default: bundled.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"), description="Where the embedded engine keeps its files."
+    )
+    key_prefix: str = Field(
+        default="broker", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
+    )
+    ingest_shards: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Ingest streams topics are spread over. Fixed for the data's lifetime.",
+    )
+
+    # Delivery
+    retry_min_seconds: float = Field(default=180.0, gt=0)
+    retry_max_seconds: float = Field(default=61200.0, gt=0)
+    fetch_max_wait_seconds: float = Field(default=30.0, ge=0)
+    fanout_batch: int = Field(default=256, ge=1, le=10_000)
+    fanout_claim_idle_seconds: float = Field(
+        default=30.0, gt=0, description="Ingest entries idle this long are taken over."
+    )
+
+    # Security
+    auth: AuthMode = AuthMode.INSECURE_DEV
+    allow_insecure_on_public_interface: bool = False
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_audience: str | None = None
+    oidc_owner_claim: str = "uuid"
+    oidc_roles_claim: str = "realm_access.roles"
+    oidc_algorithms: Annotated[list[str], NoDecode] = ["RS256", "ES256"]
+    admin_role: str = "admin"
+    mo_emitter_role: str = "os2mo"
+    mo_emitters: Annotated[list[UUID], NoDecode] = []
+    explorer: bool = True
+    introspection: bool = True
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_query_depth: int = Field(default=10, ge=2)
+    max_aliases: int = Field(default=30, ge=1)
+    max_batch: int = Field(default=10, ge=1)
+
+    # Operation
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "INFO"
+    shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_from_commas(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for name in ("oidc_algorithms", "mo_emitters"):
+                if name in data:
+                    data[name] = _split_list(data[name])
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.retry_max_seconds < self.retry_min_seconds:
+            raise ValueError("BROKER_RETRY_MAX_SECONDS must be >= BROKER_RETRY_MIN_SECONDS")
+        if self.auth is AuthMode.OIDC and not (self.oidc_issuer or self.oidc_jwks_url):
+            raise ValueError("BROKER_AUTH=oidc needs BROKER_OIDC_ISSUER or BROKER_OIDC_JWKS_URL")
+        return self

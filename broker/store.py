@@ -1,0 +1,354 @@
+"""The one module that talks to Redis: registry, listener state, ingest streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from broker.keys import Keys
+from broker.models import EventSelection, Listener, Namespace, PendingEvent
+
+RedisClient = Redis | RedisCluster
+UpdateAction = Literal["silence", "unsilence", "rerun"]
+
+FANOUT_GROUP = "fanout"
+# Due retries moved back into lanes per fetch: bounds the cost of one fetch.
+RETRY_PUMP_BATCH = 32
+_PAGE = 500
+
+
+def _lua(name: str) -> str:
+    return (resources.files("broker") / "lua" / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestEntry:
+    """One accepted `event_send`, waiting to be fanned out."""
+
+    id: str
+    namespace: str
+    routing_key: str
+    subject: str
+    priority: int
+
+    @property
+    def created_ms(self) -> int:
+        return int(self.id.split("-", 1)[0])
+
+    @classmethod
+    def parse(cls, entry_id: str, fields: dict[str, str]) -> IngestEntry:
+        return cls(entry_id, fields["n"], fields["r"], fields["s"], int(fields["p"]))
+
+
+def stream_id_order(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-", 1)
+    return int(ms), int(seq)
+
+
+def _pending(listener: UUID, subject: str, packed: str) -> PendingEvent:
+    gen, priority, silenced, created, deliveries, *_ = packed.split("|")
+    return PendingEvent(
+        listener=listener,
+        subject=subject,
+        priority=int(priority),
+        silenced=silenced == "1",
+        generation=gen,
+        created=datetime.fromtimestamp(int(created) / 1000, UTC),
+        deliveries=int(deliveries),
+    )
+
+
+def _namespace(raw: str) -> Namespace:
+    data = json.loads(raw)
+    return Namespace(name=data["name"], owner=UUID(data["owner"]), public=data["public"])
+
+
+def _listener(raw: str) -> Listener:
+    data = json.loads(raw)
+    return Listener(
+        uuid=UUID(data["uuid"]),
+        owner=UUID(data["owner"]),
+        namespace=data["namespace"],
+        routing_key=data["routing_key"],
+        user_key=data["user_key"],
+    )
+
+
+def _owner_arg(owner: UUID | None) -> str:
+    return "" if owner is None else str(owner)
+
+
+class Store:
+    """Storage operations; each listener operation is one atomic script in its slot."""
+
+    def __init__(self, redis: RedisClient, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        prelude = _lua("listener")
+        listener_script = {
+            name: redis.register_script(prelude + "\n" + _lua(name))
+            for name in ("fetch", "acknowledge", "apply", "update", "delete", "create")
+        }
+        self._fetch = listener_script["fetch"]
+        self._acknowledge = listener_script["acknowledge"]
+        self._apply = listener_script["apply"]
+        self._update = listener_script["update"]
+        self._delete = listener_script["delete"]
+        self._create = listener_script["create"]
+        self._send = redis.register_script(_lua("send"))
+        self._subscribe = redis.register_script(_lua("subscribe"))
+        self._claim_listener = redis.register_script(_lua("claim_listener"))
+        self._ack_ingest = redis.register_script(_lua("ack_ingest"))
+
+    async def setup(self) -> None:
+        """Create the ingest streams and their fan-out group; check the layout is unchanged."""
+        await self.redis.hsetnx(self.keys.config, "ingest_shards", self.keys.shards)  # type: ignore[misc]
+        stored = int(await self.redis.hget(self.keys.config, "ingest_shards"))  # type: ignore[misc]
+        if stored != self.keys.shards:
+            raise RuntimeError(
+                f"BROKER_INGEST_SHARDS is {self.keys.shards}, but the data in Redis was "
+                f"written with {stored}; it cannot change while data exists"
+            )
+        for shard in range(self.keys.shards):
+            await self.ensure_ingest(shard)
+
+    async def ensure_ingest(self, shard: int) -> None:
+        try:
+            await self.redis.xgroup_create(self.keys.ingest(shard), FANOUT_GROUP, "0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())  # type: ignore[misc]
+
+    # Namespaces -----------------------------------------------------------------------------
+
+    async def claim_namespace(self, namespace: Namespace) -> Namespace:
+        """Store the namespace unless its name is taken; return whoever holds the name."""
+        record = {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
+        await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))  # type: ignore[misc]
+        found = await self.get_namespace(namespace.name)
+        assert found is not None
+        return found
+
+    async def get_namespace(self, name: str) -> Namespace | None:
+        raw = await self.redis.hget(self.keys.namespaces, name)  # type: ignore[misc]
+        return None if raw is None else _namespace(raw)
+
+    async def all_namespaces(self) -> list[Namespace]:
+        raw = await self.redis.hvals(self.keys.namespaces)  # type: ignore[misc]
+        return [_namespace(item) for item in raw]
+
+    async def delete_namespace(self, name: str) -> None:
+        await self.redis.hdel(self.keys.namespaces, name)  # type: ignore[misc]
+
+    # Listeners ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _identity(listener: Listener) -> str:
+        return json.dumps([str(listener.owner), listener.namespace, listener.user_key])
+
+    async def claim_listener(self, listener: Listener) -> Listener:
+        """Register the listener unless its identity is taken; return whoever holds it."""
+        record = {
+            "uuid": str(listener.uuid),
+            "owner": str(listener.owner),
+            "namespace": listener.namespace,
+            "routing_key": listener.routing_key,
+            "user_key": listener.user_key,
+        }
+        raw = await self._claim_listener(
+            keys=[self.keys.identities, self.keys.listeners],
+            args=[self._identity(listener), str(listener.uuid), json.dumps(record)],
+        )
+        return _listener(raw)
+
+    async def get_listener(self, uuid: UUID) -> Listener | None:
+        raw = await self.redis.hget(self.keys.listeners, str(uuid))  # type: ignore[misc]
+        return None if raw is None else _listener(raw)
+
+    async def all_listeners(self) -> list[Listener]:
+        raw = await self.redis.hvals(self.keys.listeners)  # type: ignore[misc]
+        return [_listener(item) for item in raw]
+
+    async def create_listener_state(self, listener: Listener) -> None:
+        await self._create(
+            keys=self.keys.listener(listener.uuid).as_list(),
+            args=[str(listener.owner), listener.namespace, listener.routing_key, listener.user_key],
+        )
+
+    async def subscribe(self, listener: Listener) -> None:
+        shard = self.keys.shard_of(listener.namespace, listener.routing_key)
+        await self._subscribe(
+            keys=[self.keys.topic(listener.namespace, listener.routing_key), self.keys.ingest(shard)],
+            args=[str(listener.uuid)],
+        )
+
+    async def delete_listener_state(
+        self, listener: UUID, owner: UUID | None, delete_pending_events: bool
+    ) -> int:
+        """1 deleted (or gone), 0 refused for pending events, -1 another owner's."""
+        return int(
+            await self._delete(
+                keys=self.keys.listener(listener).as_list(),
+                args=[_owner_arg(owner), "1" if delete_pending_events else "0"],
+            )
+        )
+
+    async def unsubscribe(self, listener: Listener) -> None:
+        topic = self.keys.topic(listener.namespace, listener.routing_key)
+        await self.redis.hdel(topic, str(listener.uuid))  # type: ignore[misc]
+
+    async def forget_listener(self, listener: Listener) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.identities, self._identity(listener))
+            pipe.hdel(self.keys.listeners, str(listener.uuid))
+            await pipe.execute()
+
+    # Events ---------------------------------------------------------------------------------
+
+    async def send(self, namespace: str, routing_key: str, subject: str, priority: int) -> bool:
+        """Append to the topic's ingest stream; False when no listener exists (dropped)."""
+        shard = self.keys.shard_of(namespace, routing_key)
+        entry = await self._send(
+            keys=[self.keys.topic(namespace, routing_key), self.keys.ingest(shard)],
+            args=[namespace, routing_key, subject, priority],
+        )
+        return entry is not None
+
+    async def fetch(
+        self, listener: UUID, owner: UUID | None, retry_min_ms: int, retry_max_ms: int
+    ) -> PendingEvent | None:
+        reply = await self._fetch(
+            keys=self.keys.listener(listener).as_list(),
+            args=[_owner_arg(owner), retry_min_ms, retry_max_ms, RETRY_PUMP_BATCH],
+        )
+        if not reply:
+            return None
+        subject, priority, gen, silenced, created, deliveries = reply
+        return PendingEvent(
+            listener=listener,
+            subject=subject,
+            priority=int(priority),
+            silenced=int(silenced) == 1,
+            generation=str(gen),
+            created=datetime.fromtimestamp(int(created) / 1000, UTC),
+            deliveries=int(deliveries),
+        )
+
+    async def acknowledge(
+        self, listener: UUID, owner: UUID | None, subject: str, generation: str
+    ) -> bool:
+        deleted = await self._acknowledge(
+            keys=self.keys.listener(listener).as_list(),
+            args=[_owner_arg(owner), subject, generation],
+        )
+        return bool(deleted)
+
+    async def update(
+        self,
+        listener: UUID,
+        action: UpdateAction,
+        selection: EventSelection,
+        subjects: Sequence[str],
+    ) -> list[PendingEvent]:
+        """Silence/unsilence/rerun those of `subjects` that match; return what changed."""
+        if not subjects:
+            return []
+        priorities = [] if selection.priorities is None else sorted(selection.priorities)
+        silenced = "" if selection.silenced is None else str(int(selection.silenced))
+        args: list[Any] = [action, silenced, -1 if selection.priorities is None else len(priorities)]
+        reply = await self._update(
+            keys=self.keys.listener(listener).as_list(),
+            args=[*args, *priorities, *subjects],
+        )
+        return [_pending(listener, reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    async def subjects(self, listener: UUID, after: str | None, count: int) -> list[str]:
+        """Pending subjects of a listener in lexical order, strictly after `after`."""
+        low = "-" if after is None else f"({after}"
+        index = self.keys.listener(listener).index
+        return list(await self.redis.zrangebylex(index, low, "+", start=0, num=count))  # type: ignore[misc]
+
+    async def pending(
+        self, listener: UUID, selection: EventSelection, after: str | None, limit: int | None
+    ) -> list[PendingEvent]:
+        """Matching pending events in subject order after `after`; O(events scanned)."""
+        events_key = self.keys.listener(listener).events
+        found: list[PendingEvent] = []
+        if selection.subjects is not None:
+            batches = [sorted(s for s in selection.subjects if after is None or s > after)]
+        else:
+            batches = []
+        cursor = after
+        while limit is None or len(found) < limit:
+            if selection.subjects is not None:
+                if not batches:
+                    break
+                candidates = batches.pop()
+            else:
+                candidates = await self.subjects(listener, cursor, _PAGE)
+            if not candidates:
+                break
+            records = await self.redis.hmget(events_key, candidates)  # type: ignore[misc]
+            for subject, packed in zip(candidates, records, strict=True):
+                if packed is None:
+                    continue
+                event = _pending(listener, subject, packed)
+                if selection.matches(event):
+                    found.append(event)
+                    if limit is not None and len(found) == limit:
+                        break
+            cursor = candidates[-1]
+        return found
+
+    async def count_pending(self, listener: UUID) -> int:
+        return int(await self.redis.hlen(self.keys.listener(listener).events))  # type: ignore[misc]
+
+    # Fan-out --------------------------------------------------------------------------------
+
+    async def read_ingest(
+        self, shard: int, consumer: str, count: int, block_ms: int
+    ) -> list[IngestEntry]:
+        reply = await self.redis.xreadgroup(
+            FANOUT_GROUP, consumer, {self.keys.ingest(shard): ">"}, count=count, block=block_ms
+        )
+        return [IngestEntry.parse(i, f) for _, entries in reply or [] for i, f in entries]
+
+    async def claim_ingest(
+        self, shard: int, consumer: str, min_idle_ms: int, count: int
+    ) -> list[IngestEntry]:
+        """Take over entries another fan-out worker read but did not finish."""
+        reply = await self.redis.xautoclaim(
+            self.keys.ingest(shard), FANOUT_GROUP, consumer, min_idle_ms, "0-0", count=count
+        )
+        return [IngestEntry.parse(i, f) for i, f in reply[1] if f]
+
+    async def topic_listeners(self, namespace: str, routing_key: str) -> dict[UUID, str]:
+        """Listener uuid -> the last ingest id that is older than the listener."""
+        raw = await self.redis.hgetall(self.keys.topic(namespace, routing_key))  # type: ignore[misc]
+        return {UUID(uuid): since for uuid, since in raw.items()}
+
+    async def apply(self, listener: UUID, entries: Sequence[IngestEntry]) -> int:
+        """Coalesce entries into the listener's pending events; -1 if the listener is gone."""
+        args: list[Any] = []
+        for entry in entries:
+            args += [entry.subject, entry.priority, entry.id, entry.created_ms]
+        return int(await self._apply(keys=self.keys.listener(listener).as_list(), args=args))
+
+    async def drop_from_topic(self, namespace: str, routing_key: str, listener: UUID) -> None:
+        await self.redis.hdel(self.keys.topic(namespace, routing_key), str(listener))  # type: ignore[misc]
+
+    async def ack_ingest(self, shard: int, ids: Sequence[str]) -> None:
+        if ids:
+            await self._ack_ingest(keys=[self.keys.ingest(shard)], args=list(ids))
