@@ -56,7 +56,9 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
 
 def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
     with redis_for(settings):
         uvicorn.run(
             "broker.main:app",

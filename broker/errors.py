@@ -9,7 +9,9 @@ class BrokerError(Exception):
     message: str = "Request refused"
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.message)
+        # graphql-core reads `.message` when it exists, so keep it the shown text.
+        self.message = message or self.message
+        super().__init__(self.message)
 
 
 class NotAuthenticated(BrokerError):
@@ -69,9 +71,7 @@ class NamespaceHasListeners(BrokerError):
 
 
 class ListenerRoutingKeyMismatch(BrokerError):
-    message = (
-        "There already exists a listener with this user_key and a different routing_key"
-    )
+    message = "There already exists a listener with this user_key and a different routing_key"
 
 
 class ListenerHasPendingEvents(BrokerError):

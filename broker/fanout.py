@@ -26,7 +26,6 @@ from broker.store import IngestEntry, Store, stream_id_order
 
 log = logging.getLogger(__name__)
 
-BLOCK_MS = 1000  # how long one read waits for new entries: bounds shutdown latency
 APPLY_CONCURRENCY = 64
 MAX_BACKOFF_SECONDS = 5.0
 
@@ -39,8 +38,10 @@ class FanOut:
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
         self.notify = notify
+        self.block_ms = int(settings.fanout_block_seconds * 1000)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._idle: set[asyncio.Task[None]] = set()  # blocked reading, holding no work
 
     def start(self) -> None:
         for shard in range(self.store.keys.shards):
@@ -50,6 +51,8 @@ class FanOut:
     async def stop(self, timeout: float) -> None:
         """Let batches in progress finish (up to `timeout`), then cancel what is left."""
         self._stopping.set()
+        for task in self._idle:
+            task.cancel()
         _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
         for task in pending:
             task.cancel()
@@ -79,9 +82,15 @@ class FanOut:
             pass
 
     async def _read(self, shard: int) -> None:
-        entries = await self.store.read_ingest(
-            shard, self.consumer, self.settings.fanout_batch, BLOCK_MS
-        )
+        task = asyncio.current_task()
+        assert task is not None
+        self._idle.add(task)
+        try:
+            entries = await self.store.read_ingest(
+                shard, self.consumer, self.settings.fanout_batch, self.block_ms
+            )
+        finally:
+            self._idle.discard(task)
         if entries:
             await self.process(shard, entries)
 

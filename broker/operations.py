@@ -202,9 +202,7 @@ class Broker:
 
     async def fetch(self, caller: Caller, listener: UUID) -> PendingEvent | None:
         """Only the listener's owner fetches (as OS2mo); anyone else gets `None`."""
-        return await self.store.fetch(
-            listener, caller.owner, self.retry_min_ms, self.retry_max_ms
-        )
+        return await self.store.fetch(listener, caller.owner, self.retry_min_ms, self.retry_max_ms)
 
     async def acknowledge(self, caller: Caller, token: EventToken) -> bool:
         """Always true: stale, foreign and unknown tokens are no-ops (contract point 7)."""
@@ -224,9 +222,7 @@ class Broker:
         subjects: Sequence[str] | None,
         priorities: Sequence[int] | None,
     ) -> bool:
-        selection = EventSelection(
-            priorities=None if priorities is None else frozenset(priorities)
-        )
+        selection = EventSelection(priorities=None if priorities is None else frozenset(priorities))
         await self._update(caller, "unsilence", listeners, selection, subjects)
         return True
 

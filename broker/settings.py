@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(default=61200.0, gt=0)
     fetch_max_wait_seconds: float = Field(default=30.0, ge=0)
     fanout_batch: int = Field(default=256, ge=1, le=10_000)
+    fanout_block_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="How long one fan-out read waits for new events."
+    )
     fanout_claim_idle_seconds: float = Field(
         default=30.0, gt=0, description="Ingest entries idle this long are taken over."
     )

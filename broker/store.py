@@ -123,7 +123,9 @@ class Store:
 
     async def ensure_ingest(self, shard: int) -> None:
         try:
-            await self.redis.xgroup_create(self.keys.ingest(shard), FANOUT_GROUP, "0", mkstream=True)
+            await self.redis.xgroup_create(
+                self.keys.ingest(shard), FANOUT_GROUP, "0", mkstream=True
+            )
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
@@ -190,7 +192,10 @@ class Store:
     async def subscribe(self, listener: Listener) -> None:
         shard = self.keys.shard_of(listener.namespace, listener.routing_key)
         await self._subscribe(
-            keys=[self.keys.topic(listener.namespace, listener.routing_key), self.keys.ingest(shard)],
+            keys=[
+                self.keys.topic(listener.namespace, listener.routing_key),
+                self.keys.ingest(shard),
+            ],
             args=[str(listener.uuid)],
         )
 
@@ -267,7 +272,11 @@ class Store:
             return []
         priorities = [] if selection.priorities is None else sorted(selection.priorities)
         silenced = "" if selection.silenced is None else str(int(selection.silenced))
-        args: list[Any] = [action, silenced, -1 if selection.priorities is None else len(priorities)]
+        args: list[Any] = [
+            action,
+            silenced,
+            -1 if selection.priorities is None else len(priorities),
+        ]
         reply = await self._update(
             keys=self.keys.listener(listener).as_list(),
             args=[*args, *priorities, *subjects],
@@ -348,6 +357,10 @@ class Store:
 
     async def drop_from_topic(self, namespace: str, routing_key: str, listener: UUID) -> None:
         await self.redis.hdel(self.keys.topic(namespace, routing_key), str(listener))  # type: ignore[misc]
+
+    async def ingest_backlog(self, shard: int) -> int:
+        """Entries of a shard not yet fanned out (finished ones are deleted)."""
+        return int(await self.redis.xlen(self.keys.ingest(shard)))
 
     async def ack_ingest(self, shard: int, ids: Sequence[str]) -> None:
         if ids:

@@ -1,0 +1,115 @@
+"""Fixtures: the same behavioural tests run on fakeredis and on a real server.
+
+The real server is the embedded engine's binary (or `redis-server`), started by
+the test session on a free port. If it cannot start, the tests that need it
+fail; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from broker.app import create_app
+from broker.embedded import EmbeddedRedis
+from broker.settings import Settings
+
+# Fast back-off for tests: the first redelivery waits max(0.3, min(2^1, 0.3)) = 0.3 s.
+# Short fan-out reads: fakeredis finishes a cancelled blocking read in a thread the
+# event loop waits for at close.
+FAST = {"retry_min_seconds": 0.3, "retry_max_seconds": 0.3, "fanout_block_seconds": 0.05}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    binary = os.environ.get("BROKER_TEST_REDIS_SERVER")
+    server = EmbeddedRedis(
+        tmp_path_factory.mktemp("redis"), Path(binary) if binary else None
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["fake", "real"])
+async def redis(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Redis]:
+    """An empty database: fakeredis, or the real session server."""
+    if request.param == "fake":
+        client: Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
+    else:
+        server: EmbeddedRedis = request.getfixturevalue("redis_server")
+        client = Redis.from_url(server.url, decode_responses=True)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class Api:
+    """A broker app with its lifespan running, spoken to over HTTP (ASGI)."""
+
+    http: httpx.AsyncClient
+    app: Any
+
+    async def post(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        path: str = "/graphql/v25",
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        response = await self.http.post(
+            path, json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> Any:
+        """The `data` of a request that must succeed."""
+        body = await self.post(query, variables, **kw)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    async def error(self, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> str:
+        """The message of a request that must fail."""
+        body = await self.post(query, variables, **kw)
+        assert body.get("errors"), body
+        message: str = body["errors"][0]["message"]
+        return message
+
+
+MakeApi = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+async def make_api(redis: Redis) -> AsyncIterator[MakeApi]:
+    """Start broker apps on the test's database; settings overridable per call."""
+    stack: list[Any] = []
+
+    async def make(**overrides: Any) -> Api:
+        settings = Settings(**{**FAST, **overrides})
+        app = create_app(settings, redis=redis)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://broker")
+        stack.append((lifespan, http))
+        return Api(http, app)
+
+    yield make
+    for lifespan, http in reversed(stack):
+        await http.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def api(make_api: MakeApi) -> Api:
+    return await make_api()
