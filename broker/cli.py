@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 
@@ -54,8 +55,16 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
         server.stop()
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting here
+    # instead of dying by the signal lets the embedded server stop cleanly too.
+    sys.exit(0)
+
+
 def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )

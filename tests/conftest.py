@@ -8,6 +8,7 @@ fail; they are never skipped.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,25 @@ from broker.settings import Settings
 FAST = {"retry_min_seconds": 0.3, "retry_max_seconds": 0.3, "fanout_block_seconds": 0.05}
 
 
+_real_server_used = False
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    global _real_server_used
     binary = os.environ.get("BROKER_TEST_REDIS_SERVER")
-    server = EmbeddedRedis(
-        tmp_path_factory.mktemp("redis"), Path(binary) if binary else None
-    ).start()
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), Path(binary) if binary else None)
+    server.start()
+    _real_server_used = True
     yield server
     server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI (BROKER_REQUIRE_REAL_REDIS=1) a run without the real server fails."""
+    if os.environ.get("BROKER_REQUIRE_REAL_REDIS") == "1" and not _real_server_used:
+        print("\nERROR: no test ran against a real Redis server", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(params=["fake", "real"])

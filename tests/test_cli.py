@@ -1,0 +1,126 @@
+"""`broker serve` as operators run it: a real process, with and without a Redis URL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker.embedded import free_port
+from tests import clients
+
+pytestmark = pytest.mark.real_redis
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    return {**env, **extra}
+
+
+class Process:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "broker", "serve", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if httpx.get(f"{self.url}/health/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.proc.kill()
+        raise AssertionError(f"broker did not get ready:\n{self.output()}")
+
+    def gql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        body = httpx.post(
+            f"{self.url}/graphql/v25", json={"query": query, "variables": variables or {}}
+        ).json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
+def test_bad_setting_stops_start_up_with_one_clear_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve"],
+        env=_env(BROKER_RETRY_MIN_SECONDS="soon"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "BROKER_RETRY_MIN_SECONDS" in lines[0] and "soon" in lines[0]
+
+
+def test_without_redis_url_it_runs_an_embedded_server_and_a_restart_loses_nothing(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    env = _env(BROKER_DATA_DIR=str(tmp_path / "data"))
+    first = Process(env, tmp_path / "first.log")
+    processes.append(first)
+    listener = first.gql(
+        clients.DECLARE_LISTENER,
+        {"input": {"namespace": "mo", "user_key": "l", "routing_key": "person"}},
+    )["event_listener_declare"]["uuid"]
+    first.gql(clients.SEND, {"input": {"namespace": "mo", "routing_key": "person",
+                                       "subject": "kept", "priority": 3}})
+    deadline = time.monotonic() + 10
+    while not first.gql(clients.LIST_EVENTS, {"listener": listener})["events"]["objects"]:
+        assert time.monotonic() < deadline, "fan-out did not deliver"
+        time.sleep(0.05)
+    assert first.stop() == 0
+    assert (tmp_path / "data" / "appendonlydir").is_dir()
+    assert not _processes_mentioning(str(tmp_path / "data")), "embedded server left running"
+
+    second = Process(env, tmp_path / "second.log")
+    processes.append(second)
+    event = second.gql(clients.FETCH, {"listener": listener})["event_fetch"]
+    assert (event["subject"], event["priority"]) == ("kept", 3)
+    assert second.stop() == 0
