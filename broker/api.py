@@ -56,7 +56,7 @@ def root(resolver: Resolver[R]) -> Resolver[R]:
     """A Query/Mutation field: checks the caller's role for it before running."""
 
     @wraps(resolver)
-    async def guarded(obj: Any, info: GraphQLResolveInfo, **kwargs: Any) -> R:
+    async def guarded(obj: Any, info: GraphQLResolveInfo[Context], **kwargs: Any) -> R:
         info.context.authorize(info.field_name)
         return await resolver(info.context, **kwargs)
 
@@ -292,7 +292,7 @@ event_type = ObjectType("Event")
 
 
 @event_type.field("token")
-def _event_token(event: PendingEvent, info: GraphQLResolveInfo) -> EventToken:
+def _event_token(event: PendingEvent, info: GraphQLResolveInfo[Context]) -> EventToken:
     return EventToken(event.listener, event.generation, event.subject)
 
 
@@ -300,7 +300,9 @@ full_event_type = ObjectType("FullEvent")
 
 
 @full_event_type.field("listener")
-async def _full_event_listener(event: PendingEvent, info: GraphQLResolveInfo) -> Listener | None:
+async def _full_event_listener(
+    event: PendingEvent, info: GraphQLResolveInfo[Context]
+) -> Listener | None:
     return await info.context.listener(event.listener)
 
 
@@ -308,14 +310,16 @@ listener_type = ObjectType("Listener")
 
 
 @listener_type.field("namespace")
-async def _listener_namespace(listener: Listener, info: GraphQLResolveInfo) -> Namespace | None:
+async def _listener_namespace(
+    listener: Listener, info: GraphQLResolveInfo[Context]
+) -> Namespace | None:
     return await info.context.namespace(listener.namespace)
 
 
 @listener_type.field("events")
 async def _listener_events(
     listener: Listener,
-    info: GraphQLResolveInfo,
+    info: GraphQLResolveInfo[Context],
     filter: dict[str, Any] | None = None,
     limit: int | None = None,
     cursor: str | None = None,
@@ -332,7 +336,7 @@ namespace_type = ObjectType("Namespace")
 @namespace_type.field("listeners")
 async def _namespace_listeners(
     namespace: Namespace,
-    info: GraphQLResolveInfo,
+    info: GraphQLResolveInfo[Context],
     filter: dict[str, Any] | None = None,
     limit: int | None = None,
     cursor: str | None = None,
@@ -353,14 +357,14 @@ actor_type = ObjectType("Actor")
 
 
 @actor_type.field("uuid")
-def _actor_uuid(caller: Caller, info: GraphQLResolveInfo) -> UUID:
+def _actor_uuid(caller: Caller, info: GraphQLResolveInfo[Context]) -> UUID:
     return caller.owner
 
 
 @actor_type.field("event_namespaces")
 async def _actor_namespaces(
     caller: Caller,
-    info: GraphQLResolveInfo,
+    info: GraphQLResolveInfo[Context],
     filter: dict[str, Any] | None = None,
     limit: int | None = None,
     cursor: str | None = None,
@@ -373,7 +377,7 @@ async def _actor_namespaces(
 @actor_type.field("event_listeners")
 async def _actor_listeners(
     caller: Caller,
-    info: GraphQLResolveInfo,
+    info: GraphQLResolveInfo[Context],
     filter: dict[str, Any] | None = None,
     limit: int | None = None,
     cursor: str | None = None,

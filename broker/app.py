@@ -64,8 +64,7 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     ):
         log.error("internal error in %s", error.path, exc_info=original)
         error = GraphQLError("Internal server error", path=error.path)
-    formatted: dict[str, Any] = error.formatted
-    return formatted
+    return dict(error.formatted)
 
 
 def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:

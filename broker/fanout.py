@@ -10,6 +10,7 @@ the listener script makes a repeat harmless (see lua/apply.lua).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -48,12 +49,14 @@ class FanOut:
             self._tasks.append(asyncio.create_task(self._forever(self._read, shard)))
             self._tasks.append(asyncio.create_task(self._forever(self._claim, shard)))
 
-    async def stop(self, timeout: float) -> None:
-        """Let batches in progress finish (up to `timeout`), then cancel what is left."""
+    async def stop(self, grace_seconds: float) -> None:
+        """Let batches in progress finish (up to `grace_seconds`), then cancel what is left."""
         self._stopping.set()
         for task in self._idle:
             task.cancel()
-        _, pending = await asyncio.wait(self._tasks, timeout=timeout) if self._tasks else ((), ())
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -76,10 +79,8 @@ class FanOut:
                 await self.store.ensure_ingest(shard)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _read(self, shard: int) -> None:
         task = asyncio.current_task()

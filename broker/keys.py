@@ -52,7 +52,8 @@ class Keys:
         """Hash: listener uuid -> ingest id at registration (older entries are not theirs)."""
         shard = self.shard_of(namespace, routing_key)
         # Length-prefixed so that no (namespace, routing_key) pair can spell another's key.
-        return f"{self.prefix}:{{{self.prefix}:s{shard}}}:topic:{len(namespace)}:{namespace}:{routing_key}"
+        topic = f"{len(namespace)}:{namespace}:{routing_key}"
+        return f"{self.prefix}:{{{self.prefix}:s{shard}}}:topic:{topic}"
 
     def listener(self, uuid: UUID) -> ListenerKeys:
         tag = f"{self.prefix}:{{{self.prefix}:l:{uuid}}}"

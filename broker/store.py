@@ -91,7 +91,8 @@ class Store:
     """Storage operations; each listener operation is one atomic script in its slot."""
 
     def __init__(self, redis: RedisClient, keys: Keys) -> None:
-        self.redis = redis
+        # Any: redis-py's annotations cannot know that replies are decoded to str.
+        self.redis: Any = redis
         self.keys = keys
         prelude = _lua("listener")
         listener_script = {
@@ -111,8 +112,8 @@ class Store:
 
     async def setup(self) -> None:
         """Create the ingest streams and their fan-out group; check the layout is unchanged."""
-        await self.redis.hsetnx(self.keys.config, "ingest_shards", self.keys.shards)  # type: ignore[misc]
-        stored = int(await self.redis.hget(self.keys.config, "ingest_shards"))  # type: ignore[misc]
+        await self.redis.hsetnx(self.keys.config, "ingest_shards", self.keys.shards)
+        stored = int(await self.redis.hget(self.keys.config, "ingest_shards"))
         if stored != self.keys.shards:
             raise RuntimeError(
                 f"BROKER_INGEST_SHARDS is {self.keys.shards}, but the data in Redis was "
@@ -131,28 +132,28 @@ class Store:
                 raise
 
     async def ping(self) -> bool:
-        return bool(await self.redis.ping())  # type: ignore[misc]
+        return bool(await self.redis.ping())
 
     # Namespaces -----------------------------------------------------------------------------
 
     async def claim_namespace(self, namespace: Namespace) -> Namespace:
         """Store the namespace unless its name is taken; return whoever holds the name."""
         record = {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
-        await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))  # type: ignore[misc]
+        await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))
         found = await self.get_namespace(namespace.name)
         assert found is not None
         return found
 
     async def get_namespace(self, name: str) -> Namespace | None:
-        raw = await self.redis.hget(self.keys.namespaces, name)  # type: ignore[misc]
+        raw = await self.redis.hget(self.keys.namespaces, name)
         return None if raw is None else _namespace(raw)
 
     async def all_namespaces(self) -> list[Namespace]:
-        raw = await self.redis.hvals(self.keys.namespaces)  # type: ignore[misc]
+        raw = await self.redis.hvals(self.keys.namespaces)
         return [_namespace(item) for item in raw]
 
     async def delete_namespace(self, name: str) -> None:
-        await self.redis.hdel(self.keys.namespaces, name)  # type: ignore[misc]
+        await self.redis.hdel(self.keys.namespaces, name)
 
     # Listeners ------------------------------------------------------------------------------
 
@@ -176,11 +177,11 @@ class Store:
         return _listener(raw)
 
     async def get_listener(self, uuid: UUID) -> Listener | None:
-        raw = await self.redis.hget(self.keys.listeners, str(uuid))  # type: ignore[misc]
+        raw = await self.redis.hget(self.keys.listeners, str(uuid))
         return None if raw is None else _listener(raw)
 
     async def all_listeners(self) -> list[Listener]:
-        raw = await self.redis.hvals(self.keys.listeners)  # type: ignore[misc]
+        raw = await self.redis.hvals(self.keys.listeners)
         return [_listener(item) for item in raw]
 
     async def create_listener_state(self, listener: Listener) -> None:
@@ -212,7 +213,7 @@ class Store:
 
     async def unsubscribe(self, listener: Listener) -> None:
         topic = self.keys.topic(listener.namespace, listener.routing_key)
-        await self.redis.hdel(topic, str(listener.uuid))  # type: ignore[misc]
+        await self.redis.hdel(topic, str(listener.uuid))
 
     async def forget_listener(self, listener: Listener) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -287,7 +288,7 @@ class Store:
         """Pending subjects of a listener in lexical order, strictly after `after`."""
         low = "-" if after is None else f"({after}"
         index = self.keys.listener(listener).index
-        return list(await self.redis.zrangebylex(index, low, "+", start=0, num=count))  # type: ignore[misc]
+        return list(await self.redis.zrangebylex(index, low, "+", start=0, num=count))
 
     async def pending(
         self, listener: UUID, selection: EventSelection, after: str | None, limit: int | None
@@ -309,7 +310,7 @@ class Store:
                 candidates = await self.subjects(listener, cursor, _PAGE)
             if not candidates:
                 break
-            records = await self.redis.hmget(events_key, candidates)  # type: ignore[misc]
+            records = await self.redis.hmget(events_key, candidates)
             for subject, packed in zip(candidates, records, strict=True):
                 if packed is None:
                     continue
@@ -322,7 +323,7 @@ class Store:
         return found
 
     async def count_pending(self, listener: UUID) -> int:
-        return int(await self.redis.hlen(self.keys.listener(listener).events))  # type: ignore[misc]
+        return int(await self.redis.hlen(self.keys.listener(listener).events))
 
     # Fan-out --------------------------------------------------------------------------------
 
@@ -345,7 +346,7 @@ class Store:
 
     async def topic_listeners(self, namespace: str, routing_key: str) -> dict[UUID, str]:
         """Listener uuid -> the last ingest id that is older than the listener."""
-        raw = await self.redis.hgetall(self.keys.topic(namespace, routing_key))  # type: ignore[misc]
+        raw = await self.redis.hgetall(self.keys.topic(namespace, routing_key))
         return {UUID(uuid): since for uuid, since in raw.items()}
 
     async def apply(self, listener: UUID, entries: Sequence[IngestEntry]) -> int:
@@ -356,7 +357,7 @@ class Store:
         return int(await self._apply(keys=self.keys.listener(listener).as_list(), args=args))
 
     async def drop_from_topic(self, namespace: str, routing_key: str, listener: UUID) -> None:
-        await self.redis.hdel(self.keys.topic(namespace, routing_key), str(listener))  # type: ignore[misc]
+        await self.redis.hdel(self.keys.topic(namespace, routing_key), str(listener))
 
     async def ingest_backlog(self, shard: int) -> int:
         """Entries of a shard not yet fanned out (finished ones are deleted)."""

@@ -109,8 +109,10 @@ def test_without_redis_url_it_runs_an_embedded_server_and_a_restart_loses_nothin
         clients.DECLARE_LISTENER,
         {"input": {"namespace": "mo", "user_key": "l", "routing_key": "person"}},
     )["event_listener_declare"]["uuid"]
-    first.gql(clients.SEND, {"input": {"namespace": "mo", "routing_key": "person",
-                                       "subject": "kept", "priority": 3}})
+    first.gql(
+        clients.SEND,
+        {"input": {"namespace": "mo", "routing_key": "person", "subject": "kept", "priority": 3}},
+    )
     deadline = time.monotonic() + 10
     while not first.gql(clients.LIST_EVENTS, {"listener": listener})["events"]["objects"]:
         assert time.monotonic() < deadline, "fan-out did not deliver"

@@ -22,9 +22,19 @@ def test_every_query_and_mutation_field_has_a_resolver_and_vice_versa() -> None:
 
 def test_variable_types_real_clients_name_exist() -> None:
     schema = build_schema(schema_text())
-    for name in ("UUID", "EventToken", "NamespaceCreateInput", "ListenerCreateInput",
-                 "EventSendInput", "Cursor", "EventSilenceInput", "EventUnsilenceInput",
-                 "EventRerunInput", "ListenerFilter", "ListenersBoundFullEventFilter"):
+    for name in (
+        "UUID",
+        "EventToken",
+        "NamespaceCreateInput",
+        "ListenerCreateInput",
+        "EventSendInput",
+        "Cursor",
+        "EventSilenceInput",
+        "EventUnsilenceInput",
+        "EventRerunInput",
+        "ListenerFilter",
+        "ListenersBoundFullEventFilter",
+    ):
         assert schema.get_type(name) is not None, name
 
 
