@@ -1,21 +1,24 @@
 """Refuse hostile GraphQL requests before any resolver runs: body size, document size and shape.
 
-Wiring: wrap the ASGI app in `BodySizeLimit`, and give Ariadne's `GraphQL` both
-`query_parser=query_parser()` (bounds parsing and validation work) and
-`validation_rules=validation_rules(settings)`. Turning introspection off is Ariadne's job:
-`GraphQL(introspection=False)` already refuses `__schema` and `__type` (in fragments too)
-and hides the explorer.
+Wiring: wrap the ASGI app in `BodySizeLimit`, and give Ariadne's `GraphQL`
+`http_handler=JSONOnlyHTTPHandler()`, `query_parser=query_parser()` (bounds parsing and
+validation work) and `validation_rules=validation_rules(settings)`. Turning introspection
+off is Ariadne's job: `GraphQL(introspection=False)` already refuses `__schema` and `__type`
+(in fragments too) and hides the explorer.
 
-Depth and field counts leave out what lies under `__schema`/`__type`: the standard
-introspection query is 15 fields deep and selects ~200 fields, more than any API query needs.
-Introspection gets its own, fixed depth ceiling instead, which stops the
-`types { fields { type { fields ...` chains; tokens and aliases bound the rest.
+Depth and field counts leave out what lies under `__schema`/`__type`: graphql-core's
+standard introspection query is 15 fields deep and selects ~200, more than any API query
+needs. graphql-core's own MaxIntrospectionDepthRule (among the spec rules Ariadne always runs)
+stops the `types { fields { type { fields ...` chains; tokens and aliases bound the rest.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ariadne.asgi.handlers import GraphQLHTTPHandler
+from ariadne.constants import DATA_TYPE_JSON
+from ariadne.exceptions import HttpBadRequestError
 from ariadne.types import QueryParser
 from graphql import (
     DocumentNode,
@@ -29,6 +32,7 @@ from graphql import (
 )
 from graphql.validation import ASTValidationContext, ASTValidationRule
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,9 +46,6 @@ MAX_TOKENS = 3_000
 MAX_FIELDS = 200
 # Operations and fragments per document.
 MAX_DEFINITIONS = 20
-# Depth allowed from `__schema`/`__type` down. graphql-core 3.3's standard introspection
-# query is 15 deep, graphql-js 16's (the GraphiQL explorer's) 13; room for a deeper `TypeRef`.
-INTROSPECTION_MAX_DEPTH = 20
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 
@@ -70,7 +71,7 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdecimal() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
 
@@ -106,6 +107,27 @@ class BodySizeLimit:
         message = f"Request body is larger than {self.max_bytes} bytes"
         response = JSONResponse({"errors": [{"message": message}]}, status_code=413)
         await response(scope, receive, send)
+
+
+class JSONOnlyHTTPHandler(GraphQLHTTPHandler):
+    """Ariadne's HTTP handler without multipart uploads, answering 400 where Ariadne gives 500.
+
+    The API has no `Upload` scalar, and without python-multipart installed every
+    `multipart/form-data` request crashes Starlette's form parser. JSON nested deeper than
+    Python's recursion limit (`[[[[...`, a few KiB) makes `json.loads` raise RecursionError.
+    """
+
+    async def extract_data_from_request(self, request: Request) -> Any:
+        if request.method == "POST" and _media_type(request) != DATA_TYPE_JSON:
+            raise HttpBadRequestError(f"Posted content must be of type {DATA_TYPE_JSON}")
+        try:
+            return await super().extract_data_from_request(request)
+        except RecursionError as error:
+            raise HttpBadRequestError("Request body is nested too deeply") from error
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0]
 
 
 def query_parser(max_tokens: int = MAX_TOKENS) -> QueryParser:
@@ -181,20 +203,6 @@ def max_depth(limit: int) -> type[ASTValidationRule]:
     return MaxDepth
 
 
-def max_introspection_depth(limit: int = INTROSPECTION_MAX_DEPTH) -> type[ASTValidationRule]:
-    """Refuse `__schema`/`__type` selections nested more than `limit` fields deep."""
-
-    class MaxIntrospectionDepth(_LimitRule):
-        def enter_field(self, node: FieldNode, *_: Any) -> None:
-            if node.name.value in INTROSPECTION_FIELDS:
-                depth = 1 + self.measure.selections(node.selection_set).depth
-                if depth > limit:
-                    message = f"Introspection is {depth} levels deep; the limit is {limit}."
-                    self.report_error(GraphQLError(message, node))
-
-    return MaxIntrospectionDepth
-
-
 def max_fields(limit: int = MAX_FIELDS) -> type[ASTValidationRule]:
     """Refuse documents selecting more than `limit` fields in all, fragments expanded."""
 
@@ -247,7 +255,6 @@ def validation_rules(settings: Settings) -> list[type[ASTValidationRule]]:
     return [
         max_definitions(),
         max_depth(settings.max_query_depth),
-        max_introspection_depth(),
         max_aliases(settings.max_aliases),
         max_fields(),
     ]
