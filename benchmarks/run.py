@@ -890,6 +890,11 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
     after = await used_memory(env)
     lanes = [k async for k in env.r.scan_iter(match=lk.lane_prefix + "*", count=1000)]
     usage_keys = await memory_usage(env, [lk.events, lk.index, lk.lanes, lk.retry, *lanes])
+    parts = {"events hash": [lk.events], "index zset": [lk.index], "lane stream(s)": lanes}
+    shares = []
+    for name, ks in parts.items():
+        shares.append(f"{name} {await memory_usage(env, ks) / cfg.mem_events:.0f}")
+    breakdown = ", ".join(shares)
     per_event = (after - before) / cfg.mem_events
     per_event_keys = usage_keys / cfg.mem_events
     # delivered but unacknowledged: adds a retry entry and a PEL entry
@@ -930,7 +935,7 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
         await env.rb.delete(*[f"bench:naive:{i}" for i in range(start, min(cfg.mem_listeners, start + 500))])
     rep.detail(f"memory: {cfg.mem_events} pending events: used_memory +{after - before:,} B = "
                f"{per_event:.0f} B/event; MEMORY USAGE of the listener's keys {per_event_keys:.0f} B/event "
-               f"(events hash + index zset + lane stream(s) + lanes/retry); once delivered "
+               f"({breakdown} B/event); once delivered "
                f"(unacknowledged) +{per_delivered_extra:.0f} B/event (retry zset + PEL), measured on {delivered}")
     rep.detail(f"memory: bare stream entry (field s=<same-length subject>): used_memory {bare:.0f} B, "
                f"MEMORY USAGE {bare_keys:.0f} B")
@@ -982,7 +987,11 @@ async def bench_flat(env: Env, cfg: Config, rep: Report, main_listener: str) -> 
                    f"script-only cycle {1e6 * statistics.fmean(script.latencies):.0f} µs; Redis time per EVALSHA "
                    f"{evalsha_us:.1f} µs; commands/cycle {sum(per_cycle.values()):.2f}: {top}; Redis µs/cycle by "
                    f"command (EVALSHA includes the commands it calls): {top_us}")
-        if not reuse:  # free it (the 1M level holds hundreds of MB)
+        if not reuse:  # free it (the 1M level holds hundreds of MB): unlink the big keys
+            # directly first, so the API delete does not run one long script (teardown only)
+            lk = env.keys.listener(uuid.UUID(listener))
+            lanes = [k async for k in env.r.scan_iter(match=lk.lane_prefix + "*", count=1000)]
+            await env.r.unlink(lk.events, lk.index, lk.retry, lk.lanes, *lanes)
             await env.gql(DELETE_DOC, {"listener_uuid": listener, "delete_pending_events": True})
     base_level, base_gql, base_script, base_cmds, base_us = results[0]
     base_total = sum(base_cmds.values())
