@@ -152,7 +152,7 @@ query = QueryType()
 @query.field("event_fetch")
 @root
 async def _event_fetch(ctx: Context, filter: dict[str, Any]) -> PendingEvent | None:
-    return await ctx.broker.fetch(ctx.caller, filter["listener"])
+    return await ctx.broker.fetch(ctx.caller, filter["listener"], filter.get("wait"))
 
 
 @query.field("events")

@@ -24,6 +24,7 @@ from broker import api, errors
 from broker.fanout import FanOut
 from broker.keys import Keys
 from broker.models import Caller
+from broker.notify import Notifier
 from broker.operations import Broker
 from broker.schema import schema_text, seed_variant
 from broker.settings import DEV_OWNER, Settings
@@ -102,15 +103,19 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings)
-        store = Store(client, Keys(settings.key_prefix, settings.ingest_shards))
-        broker = Broker(store, settings)
+        keys = Keys(settings.key_prefix, settings.ingest_shards)
+        store = Store(client, keys)
+        notifier = Notifier(client, keys.notify_channel)
+        broker = Broker(store, settings, notifier)
         await broker.setup()
-        fanout = FanOut(store, settings)
-        state.update(store=store, broker=broker, fanout=fanout)
+        fanout = FanOut(store, settings, notifier)
+        state.update(store=store, broker=broker, fanout=fanout, notifier=notifier)
+        notifier.start()
         fanout.start()
         try:
             yield
         finally:
+            await notifier.stop()
             await fanout.stop(settings.shutdown_timeout_seconds)
             if redis is None:
                 await client.aclose()

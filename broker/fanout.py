@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broker.notify import Notifier
 from broker.settings import Settings
 from broker.store import IngestEntry, Store, stream_id_order
 
@@ -30,15 +31,13 @@ log = logging.getLogger(__name__)
 APPLY_CONCURRENCY = 64
 MAX_BACKOFF_SECONDS = 5.0
 
-Notify = Callable[[UUID], None]
-
 
 class FanOut:
-    def __init__(self, store: Store, settings: Settings, notify: Notify | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, notifier: Notifier | None = None) -> None:
         self.store = store
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
-        self.notify = notify
+        self.notifier = notifier
         self.block_ms = int(settings.fanout_block_seconds * 1000)
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -122,6 +121,7 @@ class FanOut:
                     work[listener] = (topic, mine)
 
         limit = asyncio.Semaphore(APPLY_CONCURRENCY)
+        changed_listeners: set[UUID] = set()
 
         async def apply(listener: UUID, topic: tuple[str, str], mine: list[IngestEntry]) -> None:
             async with limit:
@@ -129,8 +129,10 @@ class FanOut:
             if changed < 0:
                 # Deleted while registered with its topic: finish the unsubscribe.
                 await self.store.drop_from_topic(*topic, listener)
-            elif changed and self.notify is not None:
-                self.notify(listener)
+            elif changed:
+                changed_listeners.add(listener)
 
         await asyncio.gather(*(apply(lst, topic, mine) for lst, (topic, mine) in work.items()))
         await self.store.ack_ingest(shard, [entry.id for entry in entries])
+        if self.notifier is not None:
+            await self.notifier.publish(changed_listeners)

@@ -40,6 +40,8 @@ class Keys:
         self.listeners = f"{registry}:listeners"  # hash: uuid -> json
         self.identities = f"{registry}:identities"  # hash: owner/namespace/user_key -> uuid
         self.config = f"{registry}:config"  # hash: layout facts fixed for the data's lifetime
+        # Pub/sub channel (not a key): listeners that may have become fetchable.
+        self.notify_channel = f"{prefix}:notify"
 
     def shard_of(self, namespace: str, routing_key: str) -> int:
         return zlib.crc32(f"{namespace}\0{routing_key}".encode()) % self.shards

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 from uuid import UUID, uuid5
 
@@ -38,8 +38,17 @@ class PendingEvent:
     priority: int
     silenced: bool
     generation: str
-    created: datetime
+    created_ms: int  # when the first send of this pending event was accepted
     deliveries: int
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromtimestamp(self.created_ms / 1000, UTC)
+
+    @property
+    def order_key(self) -> str:
+        """Its place in listings: (creation time, subject), as the store indexes it."""
+        return f"{self.created_ms:013d}:{self.subject}"
 
     @property
     def uuid(self) -> UUID:

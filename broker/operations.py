@@ -7,6 +7,7 @@ and these functions decide what that caller may do.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 from uuid import UUID, uuid4
@@ -24,6 +25,7 @@ from broker.models import (
     PendingEvent,
 )
 from broker.settings import Settings
+from broker.notify import Notifier
 from broker.store import Store, UpdateAction
 from broker.tokens import EventToken
 
@@ -32,6 +34,8 @@ MAX_NAME_LENGTH = 255
 # Owns the built-in namespace; no token can carry it as its owner claim by accident.
 SYSTEM_OWNER = UUID("00000000-0000-0000-0000-000000000000")
 _SCAN_BATCH = 500
+# A long poll re-checks at least this often, in case a notification was lost.
+LONG_POLL_RECHECK_SECONDS = 5.0
 
 T = TypeVar("T")
 
@@ -71,9 +75,10 @@ def _listener_key(listener: Listener) -> list[str]:
 
 
 class Broker:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, notifier: Notifier) -> None:
         self.store = store
         self.settings = settings
+        self.notifier = notifier
         self.retry_min_ms = int(settings.retry_min_seconds * 1000)
         self.retry_max_ms = int(settings.retry_max_seconds * 1000)
 
@@ -200,9 +205,30 @@ class Broker:
         await self.store.send(namespace, routing_key, subject, priority)
         return True
 
-    async def fetch(self, caller: Caller, listener: UUID) -> PendingEvent | None:
-        """Only the listener's owner fetches (as OS2mo); anyone else gets `None`."""
-        return await self.store.fetch(listener, caller.owner, self.retry_min_ms, self.retry_max_ms)
+    async def fetch(
+        self, caller: Caller, listener: UUID, wait: float | None = None
+    ) -> PendingEvent | None:
+        """The next eligible event; only the listener's owner gets one (as OS2mo).
+
+        With `wait` (seconds, capped by the settings), a fetch that finds nothing
+        waits until an event becomes eligible (a send, unsilence or rerun, or a
+        back-off ending) and returns it, or returns `None` at the deadline.
+        """
+        if wait is not None and wait < 0:
+            raise errors.InvalidInput("wait must not be negative")
+        deadline = time.monotonic() + min(wait or 0.0, self.settings.fetch_max_wait_seconds)
+        while True:
+            found = await self.store.fetch(
+                listener, caller.owner, self.retry_min_ms, self.retry_max_ms
+            )
+            remaining = deadline - time.monotonic()
+            if found.event is not None or not found.owned or remaining <= 0:
+                return found.event
+            if found.next_due_ms is not None:
+                # Redis' clock decides when a back-off ends; a few ms late is fine.
+                due_in = found.next_due_ms / 1000 - time.time() + 0.005
+                remaining = min(remaining, max(due_in, 0.005))
+            await self.notifier.wait(listener, min(remaining, LONG_POLL_RECHECK_SECONDS))
 
     async def acknowledge(self, caller: Caller, token: EventToken) -> bool:
         """Always true: stale, foreign and unknown tokens are no-ops (contract point 7)."""
@@ -223,7 +249,8 @@ class Broker:
         priorities: Sequence[int] | None,
     ) -> bool:
         selection = EventSelection(priorities=None if priorities is None else frozenset(priorities))
-        await self._update(caller, "unsilence", listeners, selection, subjects)
+        touched = await self._update(caller, "unsilence", listeners, selection, subjects)
+        await self.notifier.publish({event.listener for event in touched})
         return True
 
     async def rerun(
@@ -237,7 +264,9 @@ class Broker:
         selection = EventSelection(
             priorities=None if priorities is None else frozenset(priorities), silenced=silenced
         )
-        return await self._update(caller, "rerun", listeners, selection, subjects)
+        touched = await self._update(caller, "rerun", listeners, selection, subjects)
+        await self.notifier.publish({event.listener for event in touched})
+        return touched
 
     async def _update(
         self,
@@ -256,9 +285,10 @@ class Broker:
                 touched += await self.store.update(listener.uuid, action, selection, subjects)
                 continue
             after = None
-            while batch := await self.store.subjects(listener.uuid, after, _SCAN_BATCH):
+            while keys := await self.store.order_keys(listener.uuid, after, _SCAN_BATCH):
+                batch = [key.split(":", 1)[1] for key in keys]
                 touched += await self.store.update(listener.uuid, action, selection, batch)
-                after = batch[-1]
+                after = keys[-1]
         return touched
 
     async def events(
@@ -269,15 +299,15 @@ class Broker:
         limit: int | None,
         cursor: str | None,
     ) -> Page[PendingEvent]:
-        """Pending events ordered by (listener uuid, subject); keyset-paginated."""
+        """Pending events ordered by listener uuid, then age and subject; keyset-paginated."""
         if limit is not None and limit < 1:
             raise errors.InvalidInput("limit must be at least 1")
-        after_listener, after_subject = "", None
+        after_listener, after_key = "", None
         if cursor is not None:
             key = cursors.decode(cursor)
             if len(key) != 2:
                 raise ValueError(cursors.PARSE_ERROR)
-            after_listener, after_subject = key
+            after_listener, after_key = key
         visible = sorted(
             (
                 item
@@ -289,7 +319,7 @@ class Broker:
         want = None if limit is None else limit + 1
         found: list[PendingEvent] = []
         for listener in visible:
-            after = after_subject if str(listener.uuid) == after_listener else None
+            after = after_key if str(listener.uuid) == after_listener else None
             remaining = None if want is None else want - len(found)
             found += await self.store.pending(listener.uuid, selection, after, remaining)
             if want is not None and len(found) >= want:
@@ -297,7 +327,7 @@ class Broker:
         if limit is None or len(found) <= limit:
             return Page(found, None)
         last = found[limit - 1]
-        return Page(found[:limit], cursors.encode([str(last.listener), last.subject]))
+        return Page(found[:limit], cursors.encode([str(last.listener), last.order_key]))
 
     async def listener_events(
         self,

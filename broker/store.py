@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
 from uuid import UUID
@@ -62,9 +61,22 @@ def _pending(listener: UUID, subject: str, packed: str) -> PendingEvent:
         priority=int(priority),
         silenced=silenced == "1",
         generation=gen,
-        created=datetime.fromtimestamp(int(created) / 1000, UTC),
+        created_ms=int(created),
         deliveries=int(deliveries),
     )
+
+
+def _subject_of(order_key: str) -> str:
+    return order_key.split(":", 1)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What one fetch found: an event, or when the next one is due."""
+
+    event: PendingEvent | None
+    next_due_ms: int | None = None  # with no event: when a back-off ends, if any
+    owned: bool = True  # False: unknown listener or another owner's
 
 
 def _namespace(raw: str) -> Namespace:
@@ -234,23 +246,26 @@ class Store:
 
     async def fetch(
         self, listener: UUID, owner: UUID | None, retry_min_ms: int, retry_max_ms: int
-    ) -> PendingEvent | None:
+    ) -> Fetched:
         reply = await self._fetch(
             keys=self.keys.listener(listener).as_list(),
             args=[_owner_arg(owner), retry_min_ms, retry_max_ms, RETRY_PUMP_BATCH],
         )
-        if not reply:
-            return None
+        if reply is None:
+            return Fetched(None, owned=False)
+        if len(reply) < 2:
+            return Fetched(None, int(float(reply[0])) if reply else None)
         subject, priority, gen, silenced, created, deliveries = reply
-        return PendingEvent(
+        event = PendingEvent(
             listener=listener,
             subject=subject,
             priority=int(priority),
             silenced=int(silenced) == 1,
             generation=str(gen),
-            created=datetime.fromtimestamp(int(created) / 1000, UTC),
+            created_ms=int(created),
             deliveries=int(deliveries),
         )
+        return Fetched(event)
 
     async def acknowledge(
         self, listener: UUID, owner: UUID | None, subject: str, generation: str
@@ -284,34 +299,44 @@ class Store:
         )
         return [_pending(listener, reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
 
-    async def subjects(self, listener: UUID, after: str | None, count: int) -> list[str]:
-        """Pending subjects of a listener in lexical order, strictly after `after`."""
+    async def order_keys(self, listener: UUID, after: str | None, count: int) -> list[str]:
+        """`PendingEvent.order_key`s of a listener in order, strictly after `after`."""
         low = "-" if after is None else f"({after}"
         index = self.keys.listener(listener).index
         return list(await self.redis.zrangebylex(index, low, "+", start=0, num=count))
 
+    async def subjects(self, listener: UUID, after: str | None, count: int) -> list[str]:
+        """A page of pending subjects; pass the last order key back as `after`."""
+        return [_subject_of(key) for key in await self.order_keys(listener, after, count)]
+
     async def pending(
         self, listener: UUID, selection: EventSelection, after: str | None, limit: int | None
     ) -> list[PendingEvent]:
-        """Matching pending events in subject order after `after`; O(events scanned)."""
+        """Matching pending events in `order_key` order after `after`; O(events scanned)."""
         events_key = self.keys.listener(listener).events
-        found: list[PendingEvent] = []
         if selection.subjects is not None:
-            batches = [sorted(s for s in selection.subjects if after is None or s > after)]
-        else:
-            batches = []
-        cursor = after
+            # Few subjects named: look them up instead of scanning the index.
+            subjects = sorted(selection.subjects)
+            records = await self.redis.hmget(events_key, subjects) if subjects else []
+            found = sorted(
+                (
+                    event
+                    for subject, packed in zip(subjects, records, strict=True)
+                    if packed is not None
+                    and selection.matches(event := _pending(listener, subject, packed))
+                    and (after is None or event.order_key > after)
+                ),
+                key=lambda event: event.order_key,
+            )
+            return found if limit is None else found[:limit]
+        found = []
         while limit is None or len(found) < limit:
-            if selection.subjects is not None:
-                if not batches:
-                    break
-                candidates = batches.pop()
-            else:
-                candidates = await self.subjects(listener, cursor, _PAGE)
-            if not candidates:
+            keys = await self.order_keys(listener, after, _PAGE)
+            if not keys:
                 break
-            records = await self.redis.hmget(events_key, candidates)
-            for subject, packed in zip(candidates, records, strict=True):
+            subjects = [_subject_of(key) for key in keys]
+            records = await self.redis.hmget(events_key, subjects)
+            for subject, packed in zip(subjects, records, strict=True):
                 if packed is None:
                     continue
                 event = _pending(listener, subject, packed)
@@ -319,7 +344,7 @@ class Store:
                     found.append(event)
                     if limit is not None and len(found) == limit:
                         break
-            cursor = candidates[-1]
+            after = keys[-1]
         return found
 
     async def count_pending(self, listener: UUID) -> int:

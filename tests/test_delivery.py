@@ -6,7 +6,7 @@ import asyncio
 
 from tests import clients
 from tests.clients import ack, declare, drain, fetch, send, settle
-from tests.conftest import Api
+from tests.conftest import Api, MakeApi
 
 BACK_OFF = 0.3  # conftest.FAST: retry min = max = 0.3 s
 
@@ -278,3 +278,36 @@ async def test_listing_filters(api: Api) -> None:
     assert {o["name"] for o in public["event_namespaces"]["objects"]} == {"mo", "sd"}
     me = await api.data(clients.ME)
     assert {n["name"] for n in me["me"]["actor"]["event_namespaces"]} == {"sd"}
+
+
+async def test_long_poll_returns_as_soon_as_an_event_is_sent(api: Api) -> None:
+    listener = await declare(api, "person", "l")
+    query = "query($l: UUID!) { event_fetch(filter: {listener: $l, wait: 10}) { subject } }"
+    waiting = asyncio.create_task(api.data(query, {"l": listener}))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await send(api, "person", "s")
+    assert (await asyncio.wait_for(waiting, 5))["event_fetch"] == {"subject": "s"}
+
+
+async def test_long_poll_returns_when_a_back_off_ends(api: Api) -> None:
+    listener = await declare(api, "person", "l")
+    await send(api, "person", "s")
+    await settle(api)
+    assert await fetch(api, listener) is not None
+    query = "query($l: UUID!) { event_fetch(filter: {listener: $l, wait: 5}) { subject } }"
+    result = await asyncio.wait_for(api.data(query, {"l": listener}), 4)
+    assert result["event_fetch"] == {"subject": "s"}
+
+
+async def test_long_poll_gives_null_at_the_deadline_and_never_waits_for_foreign(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(fetch_max_wait_seconds=0.2)
+    listener = await declare(api, "person", "l")
+    query = "query($l: UUID!) { event_fetch(filter: {listener: $l, wait: 60}) { subject } }"
+    assert (await asyncio.wait_for(api.data(query, {"l": listener}), 3))["event_fetch"] is None
+    unknown = {"l": "7f1d1a52-8d3a-4e0b-9c61-0f4b9b3c2d1e"}
+    assert (await asyncio.wait_for(api.data(query, unknown), 1))["event_fetch"] is None
+    negative = "query($l: UUID!) { event_fetch(filter: {listener: $l, wait: -1}) { subject } }"
+    assert await api.error(negative, {"l": listener}) == "wait must not be negative"

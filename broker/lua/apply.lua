@@ -3,8 +3,8 @@
 -- ARGV: groups of four: subject, priority, ingest entry id, created ms.
 -- Returns the number of entries that changed something, or -1 if the listener is gone.
 -- Idempotent: an entry whose id equals the record's last applied id is skipped;
--- an older entry (fan-out workers ran out of order) only merges priority and
--- creation time. Cost: O(log n) per entry.
+-- an older entry (fan-out workers ran out of order) only merges its priority.
+-- The creation time is the first applied entry's and never changes (it orders `index`). Cost: O(log n) per entry.
 if redis.call('EXISTS', META) == 0 then return -1 end
 local changed = 0
 for i = 1, #ARGV, 4 do
@@ -14,7 +14,7 @@ for i = 1, #ARGV, 4 do
     r = {gen = tostring(redis.call('HINCRBY', META, 'gen', 1)), priority = priority, silenced = 0,
          created = created, deliveries = 0, entry = '', rank = '', src = src}
     place(subject, r)
-    redis.call('ZADD', INDEX, 0, subject)
+    redis.call('ZADD', INDEX, 0, index_member(r, subject))
     save(subject, r)
     changed = changed + 1
   else
@@ -23,7 +23,6 @@ for i = 1, #ARGV, 4 do
       -- A re-send: new generation (old tokens go stale), fetchable now, back-off reset.
       r.gen = tostring(redis.call('HINCRBY', META, 'gen', 1))
       r.priority = math.min(r.priority, priority)
-      if tonumber(created) < tonumber(r.created) then r.created = created end
       r.deliveries = 0
       r.src = src
       place(subject, r)
@@ -31,7 +30,6 @@ for i = 1, #ARGV, 4 do
       changed = changed + 1
     elseif order < 0 then
       local waiting = redis.call('ZSCORE', RETRY, subject)
-      if tonumber(created) < tonumber(r.created) then r.created = created end
       if priority < r.priority then
         r.priority = priority
         if not waiting then place(subject, r) end

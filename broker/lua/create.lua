@@ -4,5 +4,5 @@
 -- Returns 1 if created, 0 if it existed.
 if redis.call('EXISTS', META) == 1 then return 0 end
 redis.call('HSET', META, 'owner', ARGV[1], 'namespace', ARGV[2], 'routing_key', ARGV[3],
-           'user_key', ARGV[4], 'gen', 0)
+           'user_key', ARGV[4], 'gen', 0, 'silenced', 0)
 return 1

@@ -2,7 +2,9 @@
 -- KEYS: the listener keys (see listener.lua).
 -- ARGV[1] owner ('' = any)  ARGV[2] retry min ms  ARGV[3] retry max ms
 -- ARGV[4] at most this many due retries are moved back into lanes per call
--- Returns {subject, priority, gen, silenced, created_ms, deliveries} or nil.
+-- Returns {subject, priority, gen, silenced, created_ms, deliveries}, or when nothing
+-- is eligible {ms when the next back-off ends} ({} if none is waiting); nil if the
+-- listener is not the owner's.
 -- Cost: O(log n) per moved retry (bounded by ARGV[4]) + O(log n) per lane visited;
 -- a lane found empty is dropped from `lanes`, so empty lanes are skipped once.
 if not owned_by(ARGV[1]) then return nil end
@@ -15,7 +17,11 @@ end
 
 while true do
   local top = redis.call('ZRANGE', LANES, 0, 0)
-  if #top == 0 then return nil end
+  if #top == 0 then
+    local due = redis.call('ZRANGE', RETRY, 0, 0, 'WITHSCORES')
+    if #due == 0 then return {} end
+    return {due[2]}
+  end
   local rank = top[1]
   local lane = LANE .. rank
   local id, fields = read_one(lane)

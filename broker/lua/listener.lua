@@ -1,9 +1,11 @@
 -- Shared prelude of every listener script (prepended by store.py).
 --
 -- All listener scripts take the same KEYS, all in the listener's hash tag:
---   KEYS[1] meta    hash: owner, namespace, routing_key, user_key, gen (counter)
+--   KEYS[1] meta    hash: owner, namespace, routing_key, user_key, gen (generation
+--                   counter), silenced (how many pending events are silenced)
 --   KEYS[2] events  hash: subject -> packed record (see pack/unpack)
---   KEYS[3] index   sorted set, score 0: subjects in lexical order
+--   KEYS[3] index   sorted set, score 0, members index_member(r, subject): pending
+--                   events ordered by (creation time, subject), for paging and age
 --   KEYS[4] lanes   sorted set: ranks whose lane may hold undelivered entries
 --   KEYS[5] retry   sorted set: subject -> ms when its back-off ends
 --   KEYS[6] lane prefix: KEYS[6] .. rank is a lane stream (same hash tag)
@@ -32,6 +34,10 @@ end
 local function rank_of(r)
   -- 1 + 31 + 21 bits: exact in a double. Priorities are GraphQL Ints (< 2^31).
   return string.format('%.0f', r.silenced * 2^52 + r.priority * 2^21 + math.min(r.deliveries, 2^21 - 1))
+end
+
+local function index_member(r, subject)
+  return string.format('%013d', tonumber(r.created)) .. ':' .. subject
 end
 
 local function now_ms()

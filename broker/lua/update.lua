@@ -23,11 +23,13 @@ for i = 4 + math.max(n, 0), #ARGV do
     if action == 'silence' then
       if r.silenced == 0 then
         r.silenced = 1
+        redis.call('HINCRBY', META, 'silenced', 1)
         if not waiting then place(subject, r) end
       end
     elseif action == 'unsilence' then
       if r.silenced == 1 then
         r.silenced = 0
+        redis.call('HINCRBY', META, 'silenced', -1)
         place(subject, r)
       else
         r = nil

@@ -1,0 +1,93 @@
+"""Wakes long-polling fetches when one of their listeners may have an event.
+
+Whoever makes events fetchable (the fan-out writer in any process, unsilence,
+rerun) publishes the listener uuids on one Redis channel; every broker process
+subscribes once and wakes its local waiters. A lost message only delays a
+waiter until its next timed re-check, so nothing depends on delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 1.0
+POLL_SECONDS = 0.25  # how often the subscriber looks up from its socket to see if it should stop
+
+
+class Notifier:
+    def __init__(self, redis: Any, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def publish(self, listeners: Iterable[UUID]) -> None:
+        message = " ".join(str(listener) for listener in listeners)
+        if message:
+            await self.redis.publish(self.channel, message)
+
+    async def wait(self, listener: UUID, seconds: float) -> None:
+        """Return when `listener` is published, or after `seconds`."""
+        key = str(listener)
+        woken = asyncio.Event()
+        self._waiters[key].add(woken)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=seconds)
+        finally:
+            self._waiters[key].discard(woken)
+            if not self._waiters[key]:
+                del self._waiters[key]
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(events) for events in self._waiters.values())
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever())
+
+    async def stop(self) -> None:
+        # Not a cancellation: cancelling a pub/sub read mid-way can hang its clean-up.
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        for events in self._waiters.values():
+            for woken in events:
+                woken.set()
+
+    async def _listen_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._listen()
+            except (RedisError, OSError) as error:
+                log.warning("event notifications interrupted (%s); resubscribing", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), RECONNECT_SECONDS)
+
+    async def _listen(self) -> None:
+        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(self.channel)
+            while not self._stopping.is_set():
+                message = await pubsub.get_message(timeout=POLL_SECONDS)
+                if message is None:
+                    continue
+                data = message.get("data")
+                if isinstance(data, bytes):
+                    data = data.decode()
+                if not isinstance(data, str):
+                    continue
+                for listener in data.split():
+                    for woken in self._waiters.get(listener, ()):
+                        woken.set()
