@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from ariadne import make_executable_schema
 from ariadne.asgi import GraphQL
 from ariadne.explorer import ExplorerGraphiQL
@@ -16,18 +17,22 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from broker import api, errors
+from broker import api, auth, errors
+from broker.documents import DocumentCache
 from broker.fanout import FanOut
 from broker.keys import Keys
+from broker.limits import BodySizeLimit, JSONOnlyHTTPHandler, validation_rules
 from broker.models import Caller
 from broker.notify import Notifier
 from broker.operations import Broker
 from broker.schema import schema_text, seed_variant
-from broker.settings import DEV_OWNER, Settings
+from broker.settings import Settings
 from broker.store import RedisClient, Store
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,41 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     return dict(error.formatted)
 
 
+class Authenticated:
+    """Let a GraphQL POST through only with a caller; GET (the explorer page) needs none.
+
+    The principal goes into `scope["state"]`, where the context builder finds it.
+    """
+
+    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] != "GET":
+            request = Request(scope)
+            try:
+                principal = await self.state["authenticator"].authenticate(
+                    request.headers.get("authorization")
+                )
+            except errors.NotAuthenticated as error:
+                body = {"data": None, "errors": [{"message": str(error)}]}
+                headers = {"WWW-Authenticate": "Bearer"}
+                await JSONResponse(body, status_code=401, headers=headers)(scope, receive, send)
+                return
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def caller_of(principal: auth.Principal, settings: Settings) -> Caller:
+    return Caller(
+        owner=principal.owner,
+        admin=auth.is_admin(principal, settings),
+        read_all=principal.has("read_event_all"),
+        mo_emitter=auth.may_emit_into_mo(principal, settings),
+    )
+
+
 def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:
     """Build the app. Without `redis`, one is connected from the settings at start-up."""
     type_defs = schema_text()
@@ -76,18 +116,28 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     state: dict[str, Any] = {}
 
     def context(request: Request, data: Any) -> api.Context:
-        caller = Caller(DEV_OWNER, admin=True, read_all=True, mo_emitter=True)
-        return api.Context(broker=state["broker"], caller=caller)
+        principal: auth.Principal = request.scope["state"]["principal"]
+        return api.Context(
+            broker=state["broker"],
+            caller=caller_of(principal, settings),
+            authorize=lambda field_name: auth.require(principal, field_name),
+        )
 
-    def graphql_app(schema: Any) -> GraphQL:
-        return GraphQL(
+    def graphql_app(schema: Any) -> ASGIApp:
+        documents = DocumentCache()
+        graphql = GraphQL(
             schema,
             context_value=context,
             debug=False,
             introspection=settings.introspection,
             explorer=ExplorerGraphiQL() if settings.explorer else None,
             error_formatter=format_error,
+            http_handler=JSONOnlyHTTPHandler(),
+            query_parser=documents.parse,
+            query_validator=documents.validate,
+            validation_rules=validation_rules(settings),
         )
+        return Authenticated(graphql, state)
 
     async def live(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -103,6 +153,8 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings)
+        http = httpx.AsyncClient(trust_env=False)
+        state["authenticator"] = auth.make_authenticator(settings, http)
         keys = Keys(settings.key_prefix, settings.ingest_shards)
         store = Store(client, keys)
         notifier = Notifier(client, keys.notify_channel)
@@ -117,6 +169,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         finally:
             await notifier.stop()
             await fanout.stop(settings.shutdown_timeout_seconds)
+            await http.aclose()
             if redis is None:
                 await client.aclose()
 
@@ -128,6 +181,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         Route("/health/live", live),
         Route("/health/ready", ready),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    limit_body = Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[limit_body])
     app.state.broker_state = state
     return app

@@ -24,8 +24,8 @@ from broker.models import (
     Page,
     PendingEvent,
 )
-from broker.settings import Settings
 from broker.notify import Notifier
+from broker.settings import Settings
 from broker.store import Store, UpdateAction
 from broker.tokens import EventToken
 

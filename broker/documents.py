@@ -1,0 +1,61 @@
+"""A bounded cache of parsed and validated GraphQL documents, keyed by their text.
+
+Clients send the same few documents with different variables, and validating
+even a small document costs milliseconds, most of a request's CPU. Parsing and
+validation depend only on the text (and the schema, fixed per endpoint), so the
+result is reused; variables are still coerced on every request.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Collection
+from typing import Any
+
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, validate
+from graphql.utilities import TypeInfo
+from graphql.validation import ASTValidationRule
+
+from broker.limits import query_parser
+
+MAX_DOCUMENTS = 256
+
+
+class DocumentCache:
+    """Ariadne's `query_parser` and `query_validator`, remembering their results."""
+
+    def __init__(self, max_documents: int = MAX_DOCUMENTS) -> None:
+        self.max_documents = max_documents
+        self._parse = query_parser()
+        self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
+        # Keyed by id(document); the document is kept too, so a recycled id cannot match.
+        self._validated: dict[int, tuple[DocumentNode, list[GraphQLError]]] = {}
+
+    def parse(self, context: Any, data: dict[str, Any]) -> DocumentNode:
+        text = data["query"]
+        document = self._documents.get(text)
+        if document is not None:
+            self._documents.move_to_end(text)
+            return document
+        document = self._parse(context, data)
+        self._documents[text] = document
+        if len(self._documents) > self.max_documents:
+            _, evicted = self._documents.popitem(last=False)
+            self._validated.pop(id(evicted), None)
+        return document
+
+    def validate(
+        self,
+        schema: GraphQLSchema,
+        document_ast: DocumentNode,
+        rules: Collection[type[ASTValidationRule]] | None = None,
+        max_errors: int | None = None,
+        type_info: TypeInfo | None = None,  # part of Ariadne's protocol; graphql-core 3.3 drops it
+    ) -> list[GraphQLError]:
+        known = self._validated.get(id(document_ast))
+        if known is not None and known[0] is document_ast:
+            return known[1]
+        found = validate(schema, document_ast, rules=rules, max_errors=max_errors)
+        if any(doc is document_ast for doc in self._documents.values()):
+            self._validated[id(document_ast)] = (document_ast, found)
+        return found
