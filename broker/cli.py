@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import uvicorn
 from pydantic import ValidationError
 
+from broker.auth import check_bind_address
 from broker.embedded import EmbeddedRedis
-from broker.settings import Settings
+from broker.settings import AuthMode, Settings
 
 log = logging.getLogger("broker")
 
@@ -63,11 +64,19 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_cleanly)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    try:
+        check_bind_address(settings, host)
+    except ValueError as error:
+        sys.exit(str(error))
+    if settings.auth is AuthMode.INSECURE_DEV:
+        log.warning(
+            "BROKER_AUTH=insecure-dev: callers are NOT authenticated; token claims are trusted"
+        )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     with redis_for(settings):
         uvicorn.run(
             "broker.main:app",
