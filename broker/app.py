@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from ariadne import make_executable_schema
 from ariadne.asgi import GraphQL
 from ariadne.explorer import ExplorerGraphiQL
 from graphql import GraphQLError
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
@@ -28,16 +30,21 @@ from broker.documents import DocumentCache
 from broker.fanout import FanOut
 from broker.keys import Keys
 from broker.limits import BodySizeLimit, JSONOnlyHTTPHandler, validation_rules
+from broker.logs import RequestLog
+from broker.metrics import Metrics, read_snapshot
 from broker.models import Caller
 from broker.notify import Notifier
 from broker.operations import Broker
 from broker.schema import schema_text, seed_variant
 from broker.settings import Settings
+from broker.shutdown import on_exit_signal
 from broker.store import RedisClient, Store
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 1.0
+# Below Prometheus' default scrape timeout (10 s): a slow Redis still gives counters.
+METRICS_TIMEOUT_SECONDS = 8.0
 
 
 def connect(settings: Settings) -> RedisClient:
@@ -59,11 +66,15 @@ def connect(settings: Settings) -> RedisClient:
     return Redis.from_url(settings.redis_url, **options)
 
 
-def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
+def format_error(
+    error: GraphQLError, debug: bool = False, metrics: Metrics | None = None
+) -> dict[str, Any]:
     """Show users the refusals meant for them; hide internals behind a stable message."""
     original = error.original_error
     if isinstance(original, RedisError):
         log.warning("Redis error in %s: %s", error.path, original)
+        if metrics is not None:
+            metrics.redis_errors.labels("api").inc()
         error = GraphQLError(str(errors.StorageUnavailable()), path=error.path)
     elif original is not None and not isinstance(
         original, (GraphQLError, errors.BrokerError, ValueError)
@@ -114,6 +125,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     released = make_executable_schema(type_defs, *api.BINDABLES)
     seed = make_executable_schema(seed_variant(type_defs), *api.BINDABLES)
     state: dict[str, Any] = {}
+    metrics = Metrics()
 
     def context(request: Request, data: Any) -> api.Context:
         principal: auth.Principal = request.scope["state"]["principal"]
@@ -131,7 +143,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             debug=False,
             introspection=settings.introspection,
             explorer=ExplorerGraphiQL() if settings.explorer else None,
-            error_formatter=format_error,
+            error_formatter=partial(format_error, metrics=metrics),
             http_handler=JSONOnlyHTTPHandler(),
             query_parser=documents.parse,
             query_validator=documents.validate,
@@ -150,6 +162,16 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             return JSONResponse({"status": "redis unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
+    async def metrics_endpoint(request: Request) -> Response:
+        snapshot = None
+        try:
+            async with asyncio.timeout(METRICS_TIMEOUT_SECONDS):
+                snapshot = await read_snapshot(state["store"])
+        except (RedisError, OSError, TimeoutError) as error:
+            log.warning("metrics: cannot read the event store (%s)", error)
+            metrics.redis_errors.labels("metrics").inc()
+        return Response(metrics.render(snapshot), media_type=CONTENT_TYPE_LATEST)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis if redis is not None else connect(settings)
@@ -158,14 +180,16 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         keys = Keys(settings.key_prefix, settings.ingest_shards)
         store = Store(client, keys)
         notifier = Notifier(client, keys.notify_channel)
-        broker = Broker(store, settings, notifier)
+        broker = Broker(store, settings, notifier, metrics)
         await broker.setup()
-        fanout = FanOut(store, settings, notifier)
+        fanout = FanOut(store, settings, notifier, metrics)
         state.update(store=store, broker=broker, fanout=fanout, notifier=notifier)
         notifier.start()
         fanout.start()
         try:
-            yield
+            # Long polls end as soon as SIGTERM arrives, not after the grace period.
+            with on_exit_signal(notifier.close):
+                yield
         finally:
             await notifier.stop()
             await fanout.stop(settings.shutdown_timeout_seconds)
@@ -180,8 +204,10 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         Route("/graphql/v{version:int}", released_app, methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
+        Route("/metrics", metrics_endpoint),
     ]
     limit_body = Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[limit_body])
+    middleware = [Middleware(RequestLog), limit_body]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.broker_state = state
     return app

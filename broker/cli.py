@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import uvicorn
 from pydantic import ValidationError
 
+from broker import logs
 from broker.auth import check_bind_address
 from broker.embedded import EmbeddedRedis
 from broker.settings import AuthMode, Settings
@@ -64,9 +65,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings)
     try:
         check_bind_address(settings, host)
     except ValueError as error:
@@ -86,6 +85,9 @@ def serve(host: str, port: int, workers: int) -> None:
             workers=workers,
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
             log_level=settings.log_level.lower(),
+            # Logging is ours (broker/logs.py): one line per request, uvicorn's through it.
+            log_config=None,
+            access_log=False,
         )
 
 

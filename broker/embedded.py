@@ -89,8 +89,10 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "server.log"),
             *self.extra_args,
         ]  # fmt: skip
+        # A session of its own: Ctrl+C in a terminal signals the broker, which stops
+        # this server only after its own graceful shutdown.
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True
         )
         self._wait_until_ready()
         return self

@@ -18,10 +18,9 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID, uuid4
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 
+from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.settings import Settings
 from broker.store import IngestEntry, Store, stream_id_order
@@ -29,13 +28,21 @@ from broker.store import IngestEntry, Store, stream_id_order
 log = logging.getLogger(__name__)
 
 APPLY_CONCURRENCY = 64
+MIN_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
 
 
 class FanOut:
-    def __init__(self, store: Store, settings: Settings, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
         self.notifier = notifier
         self.block_ms = int(settings.fanout_block_seconds * 1000)
@@ -62,20 +69,22 @@ class FanOut:
         self._tasks.clear()
 
     async def _forever(self, step: Callable[[int], Awaitable[None]], shard: int) -> None:
-        backoff = 0.1
+        backoff = MIN_BACKOFF_SECONDS
+        recreate = False
         while not self._stopping.is_set():
             try:
+                if recreate:
+                    await self.store.ensure_ingest(shard)
+                    recreate = False
                 await step(shard)
-                backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                log.warning("fan-out shard %d: Redis unavailable (%s); retrying", shard, error)
+                backoff = MIN_BACKOFF_SECONDS
+            except (RedisError, OSError) as error:
+                # The ingest stream vanished (e.g. Redis lost its data): recreate it.
+                recreate = isinstance(error, ResponseError) and "NOGROUP" in str(error)
+                self.metrics.redis_errors.labels("fanout").inc()
+                log.warning("fan-out shard %d: %s; retrying in %.1f s", shard, error, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            except ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                # The ingest stream vanished (e.g. Redis lost its data): recreate it.
-                await self.store.ensure_ingest(shard)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

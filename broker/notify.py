@@ -31,6 +31,7 @@ class Notifier:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.closing = False  # shutting down: waits return at once
 
     async def publish(self, listeners: Iterable[UUID]) -> None:
         message = " ".join(str(listener) for listener in listeners)
@@ -38,7 +39,9 @@ class Notifier:
             await self.redis.publish(self.channel, message)
 
     async def wait(self, listener: UUID, seconds: float) -> None:
-        """Return when `listener` is published, or after `seconds`."""
+        """Return when `listener` is published, after `seconds`, or on `close()`."""
+        if self.closing:
+            return
         key = str(listener)
         woken = asyncio.Event()
         self._waiters[key].add(woken)
@@ -57,15 +60,20 @@ class Notifier:
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever())
 
+    def close(self) -> None:
+        """Wake every waiter now and from now on: the server is shutting down."""
+        self.closing = True
+        for events in self._waiters.values():
+            for woken in events:
+                woken.set()
+
     async def stop(self) -> None:
+        self.close()
         # Not a cancellation: cancelling a pub/sub read mid-way can hang its clean-up.
         self._stopping.set()
         if self._task is not None:
             await self._task
             self._task = None
-        for events in self._waiters.values():
-            for woken in events:
-                woken.set()
 
     async def _listen_forever(self) -> None:
         while not self._stopping.is_set():

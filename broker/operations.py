@@ -13,6 +13,7 @@ from typing import TypeVar
 from uuid import UUID, uuid4
 
 from broker import cursors, errors
+from broker.metrics import Metrics, listener_labels
 from broker.models import (
     MO_NAMESPACE,
     Caller,
@@ -75,10 +76,19 @@ def _listener_key(listener: Listener) -> list[str]:
 
 
 class Broker:
-    def __init__(self, store: Store, settings: Settings, notifier: Notifier) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        notifier: Notifier,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.notifier = notifier
+        self.metrics = metrics or Metrics()
+        # Metric labels of listeners (fixed for a uuid's lifetime), looked up on first ack.
+        self._labels: dict[UUID, tuple[str, str, str, str]] = {}
         self.retry_min_ms = int(settings.retry_min_seconds * 1000)
         self.retry_max_ms = int(settings.retry_max_seconds * 1000)
 
@@ -202,7 +212,9 @@ class Broker:
         allowed = caller.mo_emitter if found.name == MO_NAMESPACE else found.owner == caller.owner
         if not allowed:
             raise errors.NotNamespaceOwner()
-        await self.store.send(namespace, routing_key, subject, priority)
+        with self.metrics.timed("send"):
+            await self.store.send(namespace, routing_key, subject, priority)
+        self.metrics.sent.labels(namespace, routing_key).inc()
         return True
 
     async def fetch(
@@ -212,10 +224,20 @@ class Broker:
 
         With `wait` (seconds, capped by the settings), a fetch that finds nothing
         waits until an event becomes eligible (a send, unsilence or rerun, or a
-        back-off ending) and returns it, or returns `None` at the deadline.
+        back-off ending) and returns it, or returns `None` at the deadline, or
+        when the broker shuts down.
         """
         if wait is not None and wait < 0:
             raise errors.InvalidInput("wait must not be negative")
+        with self.metrics.timed("fetch"):
+            event = await self._fetch(caller, listener, wait)
+        if event is not None and event.deliveries > 1:
+            self.metrics.redeliveries.inc()
+        return event
+
+    async def _fetch(
+        self, caller: Caller, listener: UUID, wait: float | None
+    ) -> PendingEvent | None:
         deadline = time.monotonic() + min(wait or 0.0, self.settings.fetch_max_wait_seconds)
         while True:
             found = await self.store.fetch(
@@ -224,6 +246,8 @@ class Broker:
             remaining = deadline - time.monotonic()
             if found.event is not None or not found.owned or remaining <= 0:
                 return found.event
+            if self.notifier.closing:
+                return None
             if found.next_due_ms is not None:
                 # Redis' clock decides when a back-off ends; a few ms late is fine.
                 due_in = found.next_due_ms / 1000 - time.time() + 0.005
@@ -232,7 +256,18 @@ class Broker:
 
     async def acknowledge(self, caller: Caller, token: EventToken) -> bool:
         """Always true: stale, foreign and unknown tokens are no-ops (contract point 7)."""
-        await self.store.acknowledge(token.listener, caller.owner, token.subject, token.generation)
+        with self.metrics.timed("acknowledge"):
+            deleted = await self.store.acknowledge(
+                token.listener, caller.owner, token.subject, token.generation
+            )
+        if deleted:
+            labels = self._labels.get(token.listener)
+            if labels is None:
+                found = await self.store.get_listener(token.listener)
+                if found is not None:
+                    labels = self._labels[token.listener] = listener_labels(found)
+            if labels is not None:
+                self.metrics.acknowledged.labels(*labels).inc()
         return True
 
     async def silence(

@@ -1,0 +1,120 @@
+"""Structured logs: JSON in production, readable in a terminal; one line per request.
+
+Everything that logs through the standard library (uvicorn, redis-py, our modules)
+goes through the same structlog renderer. Event subjects are never logged above
+DEBUG: requests are logged by method, path and status only, and GraphQL errors
+(whose messages can quote variables) reach the log at DEBUG only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.settings import LogFormat, Settings
+
+REQUEST_ID_HEADER = "x-request-id"
+# A caller's request id is kept only if it is short and plain (it goes into every line).
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probes and scrapes are logged at DEBUG: they would drown the requests that matter.
+QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+
+requests_log = structlog.stdlib.get_logger("broker.requests")
+
+
+class _OnlyAtDebug(logging.Filter):
+    """Turn a logger's records into DEBUG records, dropped unless DEBUG is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def configure(settings: Settings) -> None:
+    """Route all logging through structlog; safe to call again (e.g. in each worker)."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: list[Any]
+    if settings.log_format is LogFormat.JSON:
+        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        renderer = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    # RequestLog writes the access log, with the request id.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    ariadne = logging.getLogger("ariadne")
+    if not any(isinstance(f, _OnlyAtDebug) for f in ariadne.filters):
+        ariadne.addFilter(_OnlyAtDebug())
+
+
+class RequestLog:
+    """ASGI middleware: one log line per HTTP request, tagged with a request id.
+
+    The id comes from the caller's `X-Request-ID` header or is generated; it is
+    echoed in the response and bound to every log line written during the request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(REQUEST_ID_HEADER, "")
+        request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        status = 500  # if the app fails before it answers, uvicorn answers 500
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                path = scope["path"]
+                level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+                requests_log.log(
+                    level,
+                    "request",
+                    method=scope["method"],
+                    path=path,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - start) * 1000, 1),
+                )

@@ -1,0 +1,152 @@
+"""Prometheus metrics: OS2mo's event series plus the broker's own.
+
+Counters and histograms count what this process did. The pending-event gauges and
+the fan-out lag are read from Redis when `/metrics` is scraped (see `Snapshot`), so
+every replica reports the same, whole-system values for them. Label values never
+contain event subjects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+from broker.errors import BrokerError
+from broker.models import Listener
+from broker.store import IngestLag, ListenerStats, Store
+
+LISTENER_LABELS = ("owner", "user_key", "ns", "routing_key")
+# Long polls make fetch latencies reach BROKER_FETCH_MAX_WAIT_SECONDS.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def listener_labels(listener: Listener) -> tuple[str, str, str, str]:
+    return (str(listener.owner), listener.user_key, listener.namespace, listener.routing_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Values read from Redis for one scrape."""
+
+    listeners: list[tuple[Listener, ListenerStats]]
+    ingest: list[IngestLag]
+    now: float
+
+
+class _SnapshotCollector(Collector):
+    """Renders the snapshot the `/metrics` endpoint has just read (never reads Redis)."""
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.snapshot is None:
+            return
+        labels = [*LISTENER_LABELS, "silenced"]
+        events = GaugeMetricFamily("os2mo_events", "Pending events per listener.", labels=labels)
+        oldest = GaugeMetricFamily(
+            "os2mo_event_oldest",
+            "Unix time of the oldest pending event's first emission (absent with none).",
+            labels=labels,
+        )
+        for listener, stats in self.snapshot.listeners:
+            base = listener_labels(listener)
+            for silenced, count, oldest_ms in (
+                ("false", stats.pending - stats.silenced, stats.oldest_ms),
+                ("true", stats.silenced, stats.oldest_silenced_ms),
+            ):
+                events.add_metric([*base, silenced], count)
+                if count and oldest_ms is not None:
+                    oldest.add_metric([*base, silenced], oldest_ms / 1000)
+        backlog = GaugeMetricFamily(
+            "broker_fanout_backlog",
+            "Ingest entries per shard not yet fanned out to listeners.",
+            labels=["shard"],
+        )
+        age = GaugeMetricFamily(
+            "broker_fanout_oldest_seconds",
+            "Age of the oldest ingest entry per shard not yet fanned out (0 with none).",
+            labels=["shard"],
+        )
+        for shard, lag in enumerate(self.snapshot.ingest):
+            backlog.add_metric([str(shard)], lag.entries)
+            waited = 0.0 if lag.oldest_ms is None else self.snapshot.now - lag.oldest_ms / 1000
+            age.add_metric([str(shard)], max(waited, 0.0))
+        yield from (events, oldest, backlog, age)
+
+
+class Metrics:
+    """One app's metrics, in a registry of its own (so tests can run several apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._snapshot = _SnapshotCollector()
+        self.registry.register(self._snapshot)
+        self.sent = Counter(
+            "os2mo_event_sent", "Events sent.", ["ns", "routing_key"], registry=self.registry
+        )
+        self.acknowledged = Counter(
+            "os2mo_event_acknowledged",
+            "Successful acknowledgements.",
+            LISTENER_LABELS,
+            registry=self.registry,
+        )
+        self.requests = Histogram(
+            "broker_request_duration_seconds",
+            "event_send/event_fetch/event_acknowledge calls by outcome "
+            "(ok, refused, unavailable, error); _count counts them.",
+            ["operation", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.redeliveries = Counter(
+            "broker_redeliveries", "Events fetched again after a back-off.", registry=self.registry
+        )
+        self.redis_errors = Counter(
+            "broker_redis_errors",
+            "Redis commands that failed, by component (api, fanout, notifier, metrics).",
+            ["component"],
+            registry=self.registry,
+        )
+
+    @contextmanager
+    def timed(self, operation: str) -> Iterator[None]:
+        """Count and time one operation, labelled with how it ended."""
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            yield
+            outcome = "ok"
+        except (BrokerError, ValueError):
+            outcome = "refused"
+            raise
+        except (RedisError, OSError):
+            outcome = "unavailable"
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            self.requests.labels(operation, outcome).observe(elapsed)
+
+    def render(self, snapshot: Snapshot | None) -> bytes:
+        """The exposition text, with `snapshot`'s gauges (none when Redis could not be read)."""
+        # No await between setting and rendering, so concurrent scrapes cannot mix.
+        self._snapshot.snapshot = snapshot
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._snapshot.snapshot = None
+
+
+async def read_snapshot(store: Store) -> Snapshot:
+    """The scrape-time values: every listener's pending counts and the fan-out lag."""
+    listeners = await store.all_listeners()
+    stats = await store.listener_stats([listener.uuid for listener in listeners])
+    ingest = await store.ingest_lag()
+    return Snapshot(list(zip(listeners, stats, strict=True)), ingest, time.time())
