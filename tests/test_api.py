@@ -8,6 +8,9 @@ from tests import clients
 from tests.clients import ack, declare, fetch, send, settle
 from tests.conftest import Api, MakeApi
 
+# Also on a real 3-node Redis Cluster: every script must stay inside one hash slot.
+pytestmark = pytest.mark.cluster
+
 PERSON = "5b9a0c4e-5f7e-4b8e-9d0c-2f1e6a3b4c5d"
 
 
