@@ -17,6 +17,9 @@ from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -52,16 +55,26 @@ def connect(settings: Settings) -> RedisClient:
     assert settings.redis_url is not None
     options: dict[str, Any] = {
         "decode_responses": True,
-        "socket_connect_timeout": 2.0,
+        "socket_connect_timeout": 1.0,
         "socket_timeout": 10.0,
         "health_check_interval": 15,
+        # One quick retry on a fresh connection: after Redis restarts, pooled
+        # connections are dead and each would otherwise fail one request. Not on
+        # timeouts, which would only double the wait.
+        "retry": Retry(
+            ExponentialBackoff(cap=0.2, base=0.05),
+            retries=1,
+            supported_errors=(RedisConnectionError,),
+        ),
     }
     if settings.redis_password is not None:
         options["password"] = settings.redis_password
     if settings.redis_tls_ca_file is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     if settings.redis_cluster:
+        # The cluster client retries (and re-discovers the slots) on its own.
         options.pop("health_check_interval")
+        options.pop("retry")
         return RedisCluster.from_url(settings.redis_url, **options)
     return Redis.from_url(settings.redis_url, **options)
 
