@@ -4,16 +4,24 @@
 -- Returns the number of entries that changed something, or -1 if the listener is gone.
 -- Idempotent: an entry whose id equals the record's last applied id is skipped;
 -- an older entry (fan-out workers ran out of order) only merges its priority.
--- The creation time is the first applied entry's and never changes (it orders `index`). Cost: O(log n) per entry.
+-- The creation time is the first applied entry's and never changes (it orders `index`).
+-- Cost: O(log n) per entry; about four commands for a new event.
 if redis.call('EXISTS', META) == 0 then return -1 end
 local changed = 0
+local gen = nil  -- the generation counter, read once and written back once
+
+local function next_gen()
+  gen = (gen or tonumber(redis.call('HGET', META, 'gen'))) + 1
+  return string.format('%d', gen)
+end
+
 for i = 1, #ARGV, 4 do
   local subject, priority, src, created = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local r = load(subject)
   if not r then
-    r = {gen = tostring(redis.call('HINCRBY', META, 'gen', 1)), priority = priority, silenced = 0,
+    r = {gen = next_gen(), priority = priority, silenced = 0,
          created = created, deliveries = 0, entry = '', rank = '', src = src}
-    place(subject, r)
+    place(subject, r, true)
     redis.call('ZADD', INDEX, 0, index_member(r, subject))
     save(subject, r)
     changed = changed + 1
@@ -21,7 +29,7 @@ for i = 1, #ARGV, 4 do
     local order = compare_ids(src, r.src)
     if order > 0 then
       -- A re-send: new generation (old tokens go stale), fetchable now, back-off reset.
-      r.gen = tostring(redis.call('HINCRBY', META, 'gen', 1))
+      r.gen = next_gen()
       r.priority = math.min(r.priority, priority)
       r.deliveries = 0
       r.src = src
@@ -38,4 +46,5 @@ for i = 1, #ARGV, 4 do
     end
   end
 end
+if gen then redis.call('HSET', META, 'gen', string.format('%d', gen)) end
 return changed

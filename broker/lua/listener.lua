@@ -66,6 +66,10 @@ local function read_one(lane)
   return entries[1][1], entries[1][2]
 end
 
+-- Ranks whose lane this script call has seen exist and listed in LANES: saves the
+-- EXISTS and ZADD when one call places many events in the same lane (fan-out).
+local open_lanes = {}
+
 local function remove_entry(r)
   if r.entry == '' then return end
   local lane = LANE .. r.rank
@@ -74,21 +78,28 @@ local function remove_entry(r)
   if redis.call('XLEN', lane) == 0 then
     redis.call('DEL', lane)
     redis.call('ZREM', LANES, r.rank)
+    open_lanes[r.rank] = nil
   end
   r.entry = ''
 end
 
 -- (Re)append the event to the lane of its current rank: it becomes fetchable now.
-local function place(subject, r)
-  remove_entry(r)
+-- `fresh`: a new event, so there is no old entry or retry to remove.
+local function place(subject, r, fresh)
+  if not fresh then
+    remove_entry(r)
+    redis.call('ZREM', RETRY, subject)
+  end
   r.rank = rank_of(r)
   local lane = LANE .. r.rank
-  if redis.call('EXISTS', lane) == 0 then
-    redis.call('XGROUP', 'CREATE', lane, GROUP, '0', 'MKSTREAM')
+  if not open_lanes[r.rank] then
+    if redis.call('EXISTS', lane) == 0 then
+      redis.call('XGROUP', 'CREATE', lane, GROUP, '0', 'MKSTREAM')
+    end
+    redis.call('ZADD', LANES, tonumber(r.rank), r.rank)
+    open_lanes[r.rank] = true
   end
   r.entry = redis.call('XADD', lane, '*', 's', subject)
-  redis.call('ZADD', LANES, tonumber(r.rank), r.rank)
-  redis.call('ZREM', RETRY, subject)
 end
 
 local function load(subject)
