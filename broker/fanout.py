@@ -142,6 +142,7 @@ class FanOut:
                 changed_listeners.add(listener)
 
         await asyncio.gather(*(apply(lst, topic, mine) for lst, (topic, mine) in work.items()))
-        await self.store.ack_ingest(shard, [entry.id for entry in entries])
+        # Wake long polls first: the events are stored, and this is the latency path.
         if self.notifier is not None:
             await self.notifier.publish(changed_listeners)
+        await self.store.ack_ingest(shard, [entry.id for entry in entries])
