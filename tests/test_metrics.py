@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.settings import DEV_OWNER
 from tests import clients
 from tests.conftest import Api, MakeApi
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -96,3 +100,14 @@ async def test_fan_out_lag_per_shard_is_zero_once_settled(api: Api) -> None:
     for shard in range(shards):
         assert samples["broker_fanout_backlog", frozenset({("shard", str(shard))})] == 0
         assert samples["broker_fanout_oldest_seconds", frozenset({("shard", str(shard))})] == 0
+
+
+async def test_readme_documents_every_metric(api: Api) -> None:
+    response = await api.http.get("/metrics")
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(response.text)
+        if not family.name.endswith("_created")  # prometheus-client's creation times
+    }
+    documented = set(re.findall(r"^\| `((?:os2mo|broker)_[a-z_]+)` \|", README, re.M))
+    assert exposed == documented
