@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.settings import DEV_OWNER
@@ -35,6 +36,7 @@ def listener_labels(user_key: str, routing_key: str, **extra: str) -> frozenset[
     return frozenset({**labels, "routing_key": routing_key, **extra}.items())
 
 
+@pytest.mark.cluster
 async def test_pending_events_per_listener_split_by_silenced(api: Api) -> None:
     busy = await clients.declare(api, "person", "busy")
     await clients.declare(api, "org", "idle")
