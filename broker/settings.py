@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     max_query_depth: int = Field(default=10, ge=2)
     max_aliases: int = Field(default=30, ge=1)
-    max_batch: int = Field(default=10, ge=1)
 
     # Operation
     log_format: LogFormat = LogFormat.CONSOLE
