@@ -22,7 +22,13 @@ from broker.models import (
     Page,
     PendingEvent,
 )
-from broker.operations import Broker, canonical_namespace
+from broker.operations import (
+    MAX_NAME_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    Broker,
+    canonical_namespace,
+    check_list,
+)
 from broker.tokens import EventToken
 
 
@@ -105,16 +111,25 @@ def _parse_cursor(value: Any) -> str:
 # Input --------------------------------------------------------------------------------------
 
 
-def _set(values: list[Any] | None) -> frozenset[Any] | None:
+def _list(values: list[Any] | None, what: str, max_length: int | None = None) -> list[Any] | None:
+    if values is not None:
+        check_list(what, values, max_length)
+    return values
+
+
+def _set(
+    values: list[Any] | None, what: str, max_length: int | None = None
+) -> frozenset[Any] | None:
+    values = _list(values, what, max_length)
     return None if values is None else frozenset(values)
 
 
 def namespace_filter(data: dict[str, Any] | None) -> NamespaceFilter:
     data = data or {}
-    names = data.get("names")
+    names = _set(data.get("names"), "names", MAX_NAME_LENGTH)
     return NamespaceFilter(
         names=None if names is None else frozenset(canonical_namespace(n) for n in names),
-        owners=_set(data.get("owners")),
+        owners=_set(data.get("owners"), "owners"),
         public=data.get("public"),
     )
 
@@ -123,10 +138,10 @@ def listener_filter(data: dict[str, Any] | None) -> ListenerFilter:
     data = data or {}
     namespaces = data.get("namespaces")
     return ListenerFilter(
-        uuids=_set(data.get("uuids")),
-        user_keys=_set(data.get("user_keys")),
-        owners=_set(data.get("owners")),
-        routing_keys=_set(data.get("routing_keys")),
+        uuids=_set(data.get("uuids"), "uuids"),
+        user_keys=_set(data.get("user_keys"), "user_keys", MAX_NAME_LENGTH),
+        owners=_set(data.get("owners"), "owners"),
+        routing_keys=_set(data.get("routing_keys"), "routing_keys", MAX_NAME_LENGTH),
         namespaces=None if namespaces is None else namespace_filter(namespaces),
     )
 
@@ -134,8 +149,8 @@ def listener_filter(data: dict[str, Any] | None) -> ListenerFilter:
 def event_selection(data: dict[str, Any] | None) -> EventSelection:
     data = data or {}
     return EventSelection(
-        subjects=_set(data.get("subjects")),
-        priorities=_set(data.get("priorities")),
+        subjects=_set(data.get("subjects"), "subjects", MAX_SUBJECT_LENGTH),
+        priorities=_set(data.get("priorities"), "priorities"),
         silenced=data.get("silenced"),
     )
 
@@ -256,6 +271,7 @@ async def _acknowledge(ctx: Context, input: EventToken | dict[str, EventToken]) 
 @mutation.field("event_silence")
 @root
 async def _silence(ctx: Context, input: dict[str, Any]) -> bool:
+    check_list("subjects", input["subjects"], MAX_SUBJECT_LENGTH)
     return await ctx.broker.silence(
         ctx.caller, listener_filter(input["listeners"]), input["subjects"]
     )
@@ -268,8 +284,8 @@ async def _unsilence(ctx: Context, input: dict[str, Any]) -> bool:
     return await ctx.broker.unsilence(
         ctx.caller,
         None if listeners is None else listener_filter(listeners),
-        input.get("subjects"),
-        input.get("priorities"),
+        _list(input.get("subjects"), "subjects", MAX_SUBJECT_LENGTH),
+        _list(input.get("priorities"), "priorities"),
     )
 
 
@@ -280,8 +296,8 @@ async def _rerun(ctx: Context, input: dict[str, Any]) -> list[PendingEvent]:
     return await ctx.broker.rerun(
         ctx.caller,
         None if listeners is None else listener_filter(listeners),
-        input.get("subjects"),
-        input.get("priorities"),
+        _list(input.get("subjects"), "subjects", MAX_SUBJECT_LENGTH),
+        _list(input.get("priorities"), "priorities"),
         input.get("silenced"),
     )
 

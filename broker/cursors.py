@@ -18,7 +18,8 @@ def decode(value: object) -> list[str]:
         raise ValueError(PARSE_ERROR)
     try:
         key = json.loads(base64.urlsafe_b64decode(value.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error) as error:
+    except (ValueError, UnicodeError, binascii.Error, RecursionError) as error:
+        # RecursionError: a cursor of "[[[[..." nested past Python's recursion limit.
         raise ValueError(PARSE_ERROR) from error
     if not isinstance(key, list) or not all(isinstance(part, str) for part in key):
         raise ValueError(PARSE_ERROR)

@@ -32,6 +32,10 @@ from broker.tokens import EventToken
 
 MAX_SUBJECT_LENGTH = 220
 MAX_NAME_LENGTH = 255
+# Largest `limit`; also the page size of listings of events when `limit` is missing.
+MAX_PAGE_SIZE = 1000
+# Values in one list of a filter or input (a subject list goes into one Lua call).
+MAX_LIST_LENGTH = 1000
 # Owns the built-in namespace; no token can carry it as its owner claim by accident.
 SYSTEM_OWNER = UUID("00000000-0000-0000-0000-000000000000")
 _SCAN_BATCH = 500
@@ -51,12 +55,30 @@ def _check_name(what: str, value: str) -> None:
         raise errors.InvalidInput(f"{what} must be 1 to {MAX_NAME_LENGTH} characters")
 
 
+def check_list(what: str, values: Sequence[object], max_length: int | None = None) -> None:
+    """Refuse an input list longer than `MAX_LIST_LENGTH`, or holding an overlong string."""
+    if len(values) > MAX_LIST_LENGTH:
+        raise errors.InvalidInput(f"{what} may hold at most {MAX_LIST_LENGTH} values")
+    if max_length is not None and any(
+        isinstance(value, str) and len(value) > max_length for value in values
+    ):
+        raise errors.InvalidInput(f"each of {what} must be at most {max_length} characters")
+
+
+def _page_size(limit: int | None, default: int | None) -> int | None:
+    """`limit`, checked; `default` when it is missing."""
+    if limit is None:
+        return default
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise errors.InvalidInput(f"limit must be 1 to {MAX_PAGE_SIZE}")
+    return limit
+
+
 def _paginate(
     items: Iterable[T], key: Callable[[T], list[str]], limit: int | None, cursor: str | None
 ) -> Page[T]:
     """Keyset page of `items` sorted by `key`: stable while items come and go."""
-    if limit is not None and limit < 1:
-        raise errors.InvalidInput("limit must be at least 1")
+    limit = _page_size(limit, None)
     ordered = sorted(items, key=key)
     if cursor is not None:
         after = cursors.decode(cursor)
@@ -111,6 +133,7 @@ class Broker:
 
     async def delete_namespace(self, caller: Caller, name: str) -> bool:
         name = canonical_namespace(name)
+        _check_name("name", name)
         namespace = await self.store.get_namespace(name)
         if namespace is None:
             return True
@@ -334,9 +357,11 @@ class Broker:
         limit: int | None,
         cursor: str | None,
     ) -> Page[PendingEvent]:
-        """Pending events ordered by listener uuid, then age and subject; keyset-paginated."""
-        if limit is not None and limit < 1:
-            raise errors.InvalidInput("limit must be at least 1")
+        """Pending events ordered by listener uuid, then age and subject; keyset-paginated.
+
+        Without `limit`, a page holds `MAX_PAGE_SIZE` events (and a `next_cursor` if more).
+        """
+        limit = _page_size(limit, MAX_PAGE_SIZE)
         after_listener, after_key = "", None
         if cursor is not None:
             key = cursors.decode(cursor)
@@ -378,8 +403,8 @@ class Broker:
         if cursor is not None:
             key = cursors.decode(cursor)
             after = key[-1] if key else None
-        if limit is not None and limit < 1:
-            raise errors.InvalidInput("limit must be at least 1")
+        # A nested list has no cursor to return: without `limit` it stops at MAX_PAGE_SIZE.
+        limit = _page_size(limit, MAX_PAGE_SIZE)
         return await self.store.pending(listener.uuid, selection, after, limit)
 
     async def pending_counts(self, listeners: Sequence[Listener]) -> list[int]:
