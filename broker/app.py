@@ -15,7 +15,7 @@ from ariadne.asgi import GraphQL
 from ariadne.explorer import ExplorerGraphiQL
 from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -46,6 +46,7 @@ from broker.store import RedisClient, Store
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 1.0
+POOL_WAIT_SECONDS = 5.0  # longest a request waits for a free Redis connection
 # Below Prometheus' default scrape timeout (10 s): a slow Redis still gives counters.
 METRICS_TIMEOUT_SECONDS = 8.0
 
@@ -75,8 +76,18 @@ def connect(settings: Settings) -> RedisClient:
         # The cluster client retries (and re-discovers the slots) on its own.
         options.pop("health_check_interval")
         options.pop("retry")
+        options["max_connections"] = settings.redis_max_connections
         return RedisCluster.from_url(settings.redis_url, **options)
-    return Redis.from_url(settings.redis_url, **options)
+    # A pool that makes a request wait for a free connection instead of failing at
+    # once: ~17 connections are held by blocking fan-out reads and pub/sub, and a
+    # burst while Redis is briefly busy would otherwise be refused.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        **options,
+    )
+    return Redis(connection_pool=pool)
 
 
 def format_error(

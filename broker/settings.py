@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         default=None, description="Password for Redis; overrides one in the URL."
     )
     redis_cluster: bool = Field(default=False, description="Talk to a Redis Cluster.")
+    redis_max_connections: int = Field(
+        default=200, ge=32, description="Connections to Redis per process (per node in a cluster)."
+    )
     redis_tls_ca_file: Path | None = Field(
         default=None, description="CA bundle to verify Redis' TLS certificate (rediss://)."
     )

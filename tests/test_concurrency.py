@@ -165,14 +165,6 @@ async def test_concurrent_fetchers_on_two_brokers_hand_out_each_event_exactly_on
     assert set(counts) == set(sent), "never handed out"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: broker/app.py connect() uses redis-py's default non-blocking pool (100 "
-    "connections, ~17 of them held by blocking fan-out reads and pub/sub): while Redis is "
-    "briefly busy a burst is refused with 'The event store is unavailable' "
-    "(MaxConnectionsError) instead of waiting for a connection",
-)
 async def test_a_burst_of_sends_while_redis_is_briefly_busy_waits_instead_of_failing(
     redis_for_brokers: EmbeddedRedis, two_brokers: list[BrokerProcess]
 ) -> None:
