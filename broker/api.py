@@ -11,7 +11,7 @@ from uuid import UUID
 from ariadne import MutationType, ObjectType, QueryType, ScalarType
 from graphql import GraphQLResolveInfo
 
-from broker import cursors
+from broker import cursors, errors
 from broker.models import (
     Caller,
     EventSelection,
@@ -31,6 +31,10 @@ from broker.operations import (
 )
 from broker.tokens import EventToken
 
+# Events one request may list in all: a budget across nested lists and aliases, since
+# `event_listeners { events }` would otherwise multiply the page size by the listeners.
+EVENTS_PER_REQUEST = 10_000
+
 
 @dataclass
 class Context:
@@ -42,6 +46,17 @@ class Context:
     authorize: Callable[[str], None] = lambda field_name: None
     listeners: dict[UUID, Listener | None] = field(default_factory=dict)
     namespaces: dict[str, Namespace | None] = field(default_factory=dict)
+    # Events one request may list in all, nested lists and aliases included.
+    event_budget: int = field(default_factory=lambda: EVENTS_PER_REQUEST)
+
+    def spend(self, events: list[PendingEvent]) -> list[PendingEvent]:
+        self.event_budget -= len(events)
+        if self.event_budget < 0:
+            raise errors.InvalidInput(
+                f"The query lists more than {EVENTS_PER_REQUEST} events; "
+                "page with `limit` and `cursor` instead"
+            )
+        return events
 
     async def listener(self, uuid: UUID) -> Listener | None:
         if uuid not in self.listeners:
@@ -187,6 +202,7 @@ async def _events(
         limit,
         cursor,
     )
+    ctx.spend(page.objects)
     return paged(page)
 
 
@@ -341,8 +357,10 @@ async def _listener_events(
     cursor: str | None = None,
 ) -> list[PendingEvent]:
     ctx: Context = info.context
-    return await ctx.broker.listener_events(
-        ctx.caller, listener, event_selection(filter), limit, cursor
+    return ctx.spend(
+        await ctx.broker.listener_events(
+            ctx.caller, listener, event_selection(filter), limit, cursor
+        )
     )
 
 

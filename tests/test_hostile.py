@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from joserfc.jwk import ECKey
 from redis.asyncio import Redis
 
+import broker.api
 from broker import operations
 from broker.operations import MAX_LIST_LENGTH, MAX_PAGE_SIZE
 from tests import clients
+from tests.clients import declare, send, settle
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import IdentityProvider
 from tests.test_auth import b64url, sign, unsigned
@@ -552,3 +554,19 @@ async def test_fuzzed_requests_never_give_a_server_error_nor_write_on_error(
     answered = [value for value in (body.get("data") or {}).values() if value is not None]
     if messages and not answered:
         assert await snapshot(redis) == before, (document, variables_, body)
+
+
+async def test_nested_event_lists_share_one_budget_per_request(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_api()
+    for user_key in ("a", "b", "c"):
+        await declare(api, "person", user_key)
+    for n in range(5):
+        await send(api, "person", f"s{n}")
+    await settle(api)
+    query = "{ event_listeners { objects { events(limit: 5) { subject } } } }"
+    monkeypatch.setattr(broker.api, "EVENTS_PER_REQUEST", 15)
+    assert len((await api.data(query))["event_listeners"]["objects"]) == 3
+    monkeypatch.setattr(broker.api, "EVENTS_PER_REQUEST", 10)
+    assert (await api.error(query)).startswith("The query lists more than 10 events")
