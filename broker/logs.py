@@ -28,6 +28,7 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 QUIET_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 
 requests_log = structlog.stdlib.get_logger("broker.requests")
+_stdlib_requests_log = logging.getLogger("broker.requests")
 
 
 class _OnlyAtDebug(logging.Filter):
@@ -104,17 +105,24 @@ class RequestLog:
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        # bind/reset rather than `bound_contextvars`: the same, without a generator per request.
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope["path"]
+            level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+            # The stdlib logger would drop the line anyway; checking first skips structlog's
+            # processor chain (timestamp formatting and all), ~20 us per request.
             try:
-                await self.app(scope, receive, send_with_id)
+                if _stdlib_requests_log.isEnabledFor(level):
+                    requests_log.log(
+                        level,
+                        "request",
+                        method=scope["method"],
+                        path=path,
+                        status=status,
+                        duration_ms=round((time.perf_counter() - start) * 1000, 1),
+                    )
             finally:
-                path = scope["path"]
-                level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
-                requests_log.log(
-                    level,
-                    "request",
-                    method=scope["method"],
-                    path=path,
-                    status=status,
-                    duration_ms=round((time.perf_counter() - start) * 1000, 1),
-                )
+                structlog.contextvars.reset_contextvars(**tokens)
