@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
 
 REALM = "/realms/mo"
 DISCOVERY_PATH = f"{REALM}/.well-known/openid-configuration"
@@ -75,3 +79,21 @@ class IdentityProvider:
                 pass
 
         return Handler
+
+
+# Tokens ---------------------------------------------------------------------------------------
+
+
+def sign(key: RSAKey | ECKey, claims: dict[str, Any], alg: str | None = None) -> str:
+    alg = alg or ("ES256" if isinstance(key, ECKey) else "RS256")
+    return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: str = "") -> str:
+    return (
+        f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}.{signature}"
+    )

@@ -36,7 +36,7 @@ from broker.auth import (
 )
 from broker.errors import NotAuthenticated, PermissionDenied
 from broker.settings import DEV_OWNER, AuthMode, Settings
-from tests.jwks_server import DISCOVERY_PATH, JWKS_PATH, IdentityProvider
+from tests.jwks_server import DISCOVERY_PATH, JWKS_PATH, IdentityProvider, b64url, sign, unsigned
 
 OWNER = UUID("3f2ec2f5-8d1f-4a6e-9a7b-2b1c0d9e8f70")
 AUDIENCE = "event-broker"
@@ -124,21 +124,6 @@ def claims_for(idp: IdentityProvider, **overrides: Any) -> dict[str, Any]:
     }
     claims.update(overrides)
     return {name: value for name, value in claims.items() if value is not None}
-
-
-def sign(key: RSAKey | ECKey, claims: dict[str, Any], alg: str | None = None) -> str:
-    alg = alg or ("ES256" if isinstance(key, ECKey) else "RS256")
-    return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: str = "") -> str:
-    return (
-        f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}.{signature}"
-    )
 
 
 def bearer(token: str) -> str:

@@ -2,66 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from broker.embedded import free_port
 from tests import clients
+from tests.processes import Process, broker_env
 
 pytestmark = pytest.mark.real_redis
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    return {**env, **extra}
-
-
-class Process:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "broker", "serve", "--port", str(self.port)],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if httpx.get(f"{self.url}/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.proc.kill()
-        raise AssertionError(f"broker did not get ready:\n{self.output()}")
-
-    def gql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
-        body = httpx.post(
-            f"{self.url}/graphql/v25", json={"query": query, "variables": variables or {}}
-        ).json()
-        assert "errors" not in body, body
-        return body["data"]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
-
-    def output(self) -> str:
-        return self.log.read_text()
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -88,7 +40,7 @@ def processes() -> Iterator[list[Process]]:
 def test_bad_setting_stops_start_up_with_one_clear_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "broker", "serve"],
-        env=_env(BROKER_RETRY_MIN_SECONDS="soon"),
+        env=broker_env(BROKER_RETRY_MIN_SECONDS="soon"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -102,7 +54,7 @@ def test_bad_setting_stops_start_up_with_one_clear_line() -> None:
 def test_without_redis_url_it_runs_an_embedded_server_and_a_restart_loses_nothing(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    env = _env(BROKER_DATA_DIR=str(tmp_path / "data"))
+    env = broker_env(BROKER_DATA_DIR=str(tmp_path / "data"))
     first = Process(env, tmp_path / "first.log")
     processes.append(first)
     listener = first.gql(

@@ -21,13 +21,13 @@ from redis.asyncio import Redis
 
 import broker.api
 from broker import operations
+from broker.auth import ROLES
 from broker.operations import MAX_LIST_LENGTH, MAX_PAGE_SIZE
 from tests import clients
 from tests.clients import declare, send, settle
 from tests.conftest import Api, MakeApi
-from tests.jwks_server import IdentityProvider
-from tests.test_auth import b64url, sign, unsigned
-from tests.test_ownership import EVERY_ROLE, nothing_written, snapshot
+from tests.jwks_server import IdentityProvider, b64url, sign, unsigned
+from tests.snapshots import nothing_written, snapshot
 
 OWNER = "a0000000-0000-4000-8000-00000000000a"
 DECLARE_NAMESPACE = {"input": {"name": "hostile", "public": True}}
@@ -455,7 +455,7 @@ def _claims(idp: IdentityProvider, **overrides: Any) -> dict[str, Any]:
         "aud": "event-broker",
         "exp": now + 300,
         "uuid": OWNER,
-        "realm_access": {"roles": EVERY_ROLE},
+        "realm_access": {"roles": sorted(ROLES - {"read_event_all"})},
     }
     return {**claims, **overrides}
 

@@ -12,7 +12,7 @@ import pytest
 
 from broker.embedded import EmbeddedRedis
 from tests import clients
-from tests.test_cli import Process, _env
+from tests.processes import Process, broker_env
 
 pytestmark = pytest.mark.real_redis
 
@@ -34,7 +34,7 @@ def _lines(process: Process) -> list[dict[str, Any]]:
 def test_json_logs_have_one_line_per_request_with_its_id_and_no_subjects(
     tmp_path: Path, redis_server: EmbeddedRedis, processes: list[Process]
 ) -> None:
-    env = _env(
+    env = broker_env(
         BROKER_REDIS_URL=redis_server.url, BROKER_KEY_PREFIX="logs", BROKER_LOG_FORMAT="json"
     )
     broker = Process(env, tmp_path / "broker.log")

@@ -13,7 +13,7 @@ import pytest
 from broker.embedded import EmbeddedRedis, free_port
 from broker.errors import StorageUnavailable
 from tests import clients
-from tests.test_cli import Process, _env
+from tests.processes import Process, broker_env
 
 pytestmark = pytest.mark.real_redis
 
@@ -50,7 +50,7 @@ def test_broker_fails_fast_while_redis_is_down_and_recovers_when_it_returns(
     port = free_port()
     redis = EmbeddedRedis(tmp_path / "redis", port=port).start()
     cleanup.append(lambda: redis.stop())
-    env = _env(BROKER_REDIS_URL=redis.url, BROKER_FANOUT_BLOCK_SECONDS="0.2")
+    env = broker_env(BROKER_REDIS_URL=redis.url, BROKER_FANOUT_BLOCK_SECONDS="0.2")
     broker = Process(env, tmp_path / "broker.log")
     cleanup.append(lambda: broker.proc.poll() is None and broker.proc.kill())
     listener = broker.gql(

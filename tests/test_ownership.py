@@ -10,8 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -24,8 +23,8 @@ from broker import cursors
 from broker.auth import FIELD_ROLES, ROLES
 from tests import clients
 from tests.conftest import Api, MakeApi
-from tests.jwks_server import IdentityProvider
-from tests.test_auth import b64url, sign, unsigned
+from tests.jwks_server import IdentityProvider, b64url, sign, unsigned
+from tests.snapshots import nothing_written
 
 AUDIENCE = "event-broker"
 OWNER_A = UUID("a0000000-0000-4000-8000-00000000000a")
@@ -120,40 +119,6 @@ class As:
         assert len(body["errors"]) == 1, body["errors"]
         message: str = body["errors"][0]["message"]
         return message
-
-
-# Redis snapshots ----------------------------------------------------------------------------
-
-
-async def snapshot(redis: Redis) -> dict[str, Any]:
-    """Every key with its type and whole value."""
-    state: dict[str, Any] = {}
-    async for key in redis.scan_iter(count=1000):
-        kind = await redis.type(key)
-        value: Any
-        if kind == "string":
-            value = await redis.get(key)
-        elif kind == "hash":
-            value = await redis.hgetall(key)
-        elif kind == "set":
-            value = sorted(await redis.smembers(key))
-        elif kind == "zset":
-            value = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "list":
-            value = await redis.lrange(key, 0, -1)
-        elif kind == "stream":
-            value = await redis.xrange(key)
-        else:
-            value = kind
-        state[key] = (kind, value)
-    return state
-
-
-@asynccontextmanager
-async def nothing_written(redis: Redis) -> AsyncIterator[None]:
-    before = await snapshot(redis)
-    yield
-    assert await snapshot(redis) == before
 
 
 # The two owners' worlds ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ import redis
 from broker.embedded import EmbeddedRedis
 from broker.keys import Keys
 from tests import clients
-from tests.test_cli import Process, _env
+from tests.processes import Process, broker_env
 
 pytestmark = pytest.mark.real_redis
 
@@ -107,7 +107,7 @@ def test_sigterm_under_load_exits_0_in_time_and_loses_nothing(
     tmp_path: Path, processes: list[Process]
 ) -> None:
     with EmbeddedRedis(tmp_path / "redis") as server:
-        env = _env(
+        env = broker_env(
             BROKER_REDIS_URL=server.url,
             BROKER_SHUTDOWN_TIMEOUT_SECONDS=str(GRACE_SECONDS),
             BROKER_FANOUT_CLAIM_IDLE_SECONDS="1",
