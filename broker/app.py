@@ -87,7 +87,7 @@ def connect(settings: Settings) -> RedisClient:
         timeout=POOL_WAIT_SECONDS,
         **options,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def format_error(
