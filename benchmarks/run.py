@@ -2,7 +2,7 @@
 """Broker benchmarks: one command, own Redis, own broker, a table with same-run baselines.
 
     python benchmarks/run.py            # full run (< 15 min), writes benchmarks/RESULTS.md
-    python benchmarks/run.py --quick    # smaller and shorter (< 2 min)
+    python benchmarks/run.py --quick    # smaller and shorter (< 3 min), RESULTS-quick.md
 
 Everything runs on loopback: a private Valkey/Redis server on a free port (via
 `broker.embedded.EmbeddedRedis`, no persistence) and `python -m broker serve` on another
@@ -50,6 +50,8 @@ from broker.store import IngestEntry, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+# a quick run writes its own file, so it never replaces the full run's table
+RESULTS_QUICK = ROOT / "benchmarks" / "RESULTS-quick.md"
 ANALYSIS_MARK = "<!-- hand-written analysis below this line; kept by run.py -->"
 PREFIX = "broker"  # the broker's default BROKER_KEY_PREFIX
 SHARDS = 16  # the broker's default BROKER_INGEST_SHARDS
@@ -345,7 +347,7 @@ class Env:
     # setup helpers --------------------------------------------------------------------------
 
     async def declare_listeners(
-        self, routing_key: str, count: int, concurrency: int = 16
+        self, routing_key: str, count: int, concurrency: int = 16, namespace: str = NAMESPACE
     ) -> list[str]:
         conns = await self.http(min(concurrency, count))
         out: list[str] = [""] * count
@@ -354,7 +356,7 @@ class Env:
         async def work(conn: Http) -> None:
             for i in todo:
                 data = await conn.post(body(LISTENER_DOC, {"input": {
-                    "namespace": NAMESPACE, "user_key": f"{routing_key}-{i}",
+                    "namespace": namespace, "user_key": f"{routing_key}-{i}",
                     "routing_key": routing_key}}))  # fmt: skip
                 out[i] = data["event_listener_declare"]["uuid"]
 
@@ -694,6 +696,8 @@ class Config:
     flat_levels: tuple[int, ...]
     flat_cycles: int
     profile_seconds: float
+    idle_seconds: float  # measured window of the idle-listener phases
+    idle_warmup: float
 
 
 QUICK = Config(
@@ -709,6 +713,8 @@ QUICK = Config(
     (1_000, 10_000, 100_000),
     250,
     4.0,
+    15.0,
+    3.0,
 )
 FULL = Config(
     False,
@@ -723,6 +729,8 @@ FULL = Config(
     (1_000, 10_000, 100_000, 1_000_000),
     2000,
     15.0,
+    30.0,
+    5.0,
 )
 
 
@@ -1013,6 +1021,146 @@ async def bench_latency(env: Env, cfg: Config, rep: Report) -> None:
     )
 
 
+IDLE_LISTENERS = 1000
+IDLE_PERIOD = 5.0  # FastRAMQPI sleeps 5 s after a null event_fetch, then asks again
+IDLE_CONNS = 4
+IDLE_TARGET = 10.0  # % of one core, broker + Redis
+
+
+@dataclass
+class Paced:
+    sent: int = 0
+    seconds: float = 0.0
+    late: list[float] = field(default_factory=list)  # how far behind schedule each request went
+    latencies: list[float] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+async def paced_polls(
+    env: Env, payloads: list[bytes], seconds: float, check: Any, meter: bool = True
+) -> Paced:
+    """Open loop: payload k % n is sent at t0 + k * period / n, so every payload goes once per
+    IDLE_PERIOD, spread evenly; IDLE_CONNS keep-alive connections take the slots round-robin."""
+    conns = await env.http(IDLE_CONNS)
+    interval = IDLE_PERIOD / len(payloads)
+    total = int(seconds / interval)
+    out = Paced()
+
+    async def worker(c: int, conn: Http) -> None:
+        for k in range(c, total, IDLE_CONNS):
+            due = t0 + k * interval
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            start = time.perf_counter()
+            out.late.append(max(0.0, start - due))
+            check(await conn.post(payloads[k % len(payloads)]))
+            out.latencies.append(time.perf_counter() - start)
+            out.sent += 1
+
+    with Meter(env) if meter else contextlib.nullcontext(Usage()) as usage:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c, conn) for c, conn in enumerate(conns)))
+        # the window is the schedule's, even if the last reply came a little early or late
+        wait = t0 + seconds - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        out.seconds = time.perf_counter() - t0
+    out.usage = usage
+    for conn in conns:
+        conn.close()
+    return out
+
+
+async def bench_idle(env: Env, cfg: Config, rep: Report) -> None:
+    """1,000 idle listeners in `mo`, each polled every 5 s with FastRAMQPI's FetchEvent (no
+    `wait`): the broker's + Redis' CPU, against `{ __typename }` at the same rate and against
+    no polling at all (the broker's background work: fan-out blocking reads, notifier)."""
+    listeners = await env.declare_listeners("idle", IDLE_LISTENERS, namespace="mo")
+    fetches = [body(FETCH_DOC, {"listener": x}) for x in listeners]
+    typename = [body(TYPENAME_DOC)] * IDLE_LISTENERS
+    rate = IDLE_LISTENERS / IDLE_PERIOD
+
+    def no_event(data: Any) -> None:
+        assert data["event_fetch"] is None, data
+
+    def typename_ok(data: Any) -> None:
+        assert data["__typename"] == "Query", data
+
+    await asyncio.sleep(1.0)  # let the declarations' own work settle
+    with Meter(env) as quiet:
+        await asyncio.sleep(cfg.idle_seconds)
+    runs: dict[str, Paced] = {}
+    for name, payloads, check in (
+        ("FetchEvent", fetches, no_event),
+        ("{ __typename }", typename, typename_ok),
+    ):
+        await paced_polls(env, payloads, cfg.idle_warmup, check, meter=False)
+        runs[name] = r = await paced_polls(env, payloads, cfg.idle_seconds, check)
+        u = r.usage
+        w = u.wall or 1.0
+        late = r.late
+        rep.detail(
+            f"idle polling, {name}: {IDLE_LISTENERS:,} listeners every {IDLE_PERIOD:.0f} s "
+            f"({rate:.0f} req/s scheduled) over {r.seconds:.1f}s after "
+            f"{cfg.idle_warmup:.0f}s warm-up: {r.sent} requests = "
+            f"{r.sent / w:.0f}/s, reply p50 "
+            f"{1000 * pct(r.latencies, 0.5):.2f} ms p99 "
+            f"{1000 * pct(r.latencies, 0.99):.2f} ms, behind schedule p99 "
+            f"{1000 * pct(late, 0.99):.1f} ms; {u.pct()}; broker+redis "
+            f"{100 * (u.broker + u.redis) / w:.1f}%"
+        )
+    qw = quiet.wall or 1.0
+    rep.detail(
+        f"idle, no polling ({IDLE_LISTENERS:,} listeners declared, {cfg.idle_seconds:.0f}s): "
+        f"{quiet.pct()}; broker {100 * quiet.broker / qw:.2f}%, redis "
+        f"{100 * quiet.redis / qw:.2f}%"
+    )
+
+    def share(u: Usage, part: str) -> float:
+        w = u.wall or 1.0
+        value = {"broker": u.broker, "Redis": u.redis, "broker + Redis": u.broker + u.redis}[part]
+        return 100 * value / w
+
+    fetch_u, base_u = runs["FetchEvent"].usage, runs["{ __typename }"].usage
+    for part in ("broker", "Redis", "broker + Redis"):
+        value = share(fetch_u, part)
+        total = part == "broker + Redis"
+        rep.add(
+            Row(
+                f"idle listeners: {part} CPU, {IDLE_LISTENERS:,} polled every "
+                f"{IDLE_PERIOD:.0f} s (FetchEvent, no `wait`, {rate:.0f} req/s)",
+                value,
+                "% of one core",
+                share(base_u, part),
+                f"`{{ __typename }}` at {rate:.0f} req/s",
+                "< 10 % of one core" if total else "",
+                (value < IDLE_TARGET) if total else None,
+            )
+        )
+    rep.add(
+        Row(
+            f"idle, no polling: broker + Redis CPU ({IDLE_LISTENERS:,} listeners; "
+            "fan-out blocking reads, notifier)",
+            share(quiet, "broker + Redis"),
+            "% of one core",
+            None,
+            "",
+        )
+    )
+    # free them: the later phases should not carry 1,000 extra listeners
+    conns = await env.http(8)
+    todo = iter(listeners)
+
+    async def rm(c: Http) -> None:
+        for lst in todo:
+            await c.post(body(DELETE_DOC, {"listener_uuid": lst, "delete_pending_events": True}))
+
+    await asyncio.gather(*(rm(c) for c in conns))
+    for c in conns:
+        c.close()
+
+
 async def used_memory(env: Env) -> int:
     await asyncio.sleep(0.05)
     return int((await env.r.info("memory"))["used_memory"])
@@ -1265,7 +1413,8 @@ BUCKETS = [
     ("uvicorn / httptools", ("uvicorn/", "httptools")),
     ("redis-py (redis/)", ("redis/",)),
     ("JSON encode/decode (json/)", ("json/",)),
-    ("broker code (broker/)", ("/broker/",)),
+    # py-spy shortens file names to the package part: "guarded (broker/api.py:12)"
+    ("broker code (broker/)", ("(broker/", "/broker/")),
     ("asyncio (event loop, tasks)", ("asyncio/",)),
 ]
 
@@ -1479,6 +1628,8 @@ async def main(cfg: Config, command: str) -> None:
         await bench_fanout(env, cfg, rep)
         section("latency")
         await bench_latency(env, cfg, rep)
+        section("idle listeners polled every 5 s")
+        await bench_idle(env, cfg, rep)
         section("flat cost")
         await bench_flat(env, cfg, rep, main_listener)
         section("profile")
@@ -1517,9 +1668,10 @@ def write_results(
     peak: float,
 ) -> None:
     m = machine()
+    results = RESULTS_QUICK if cfg.quick else RESULTS
     kept = ""
-    if RESULTS.exists():
-        old = RESULTS.read_text()
+    if results.exists():
+        old = results.read_text()
         if ANALYSIS_MARK in old:
             kept = old[old.index(ANALYSIS_MARK) + len(ANALYSIS_MARK) :]
     missed = [r for r in rep.rows if r.met is False]
@@ -1565,18 +1717,18 @@ Targets missed in this run:
 
 {ANALYSIS_MARK}{kept}"""
     )
-    RESULTS.write_text(text)
-    print(f"\nwrote {RESULTS}")
+    results.write_text(text)
+    print(f"\nwrote {results}")
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smaller, < 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller, < 3 minutes")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
-    limit = 240 if args.quick else 1200
+    limit = 300 if args.quick else 1200
     command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
 
     def watchdog(signum: int, frame: object) -> None:
