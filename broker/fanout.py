@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 APPLY_CONCURRENCY = 64
 MIN_BACKOFF_SECONDS = 0.1
 MAX_BACKOFF_SECONDS = 5.0
+FORGET_CONSUMERS_IDLE_MS = 3_600_000  # consumers of gone processes are dropped after an hour
 
 
 class FanOut:
@@ -114,6 +115,7 @@ class FanOut:
         if entries:
             log.info("fan-out shard %d: took over %d unfinished entries", shard, len(entries))
             await self.process(shard, entries)
+        await self.store.forget_idle_consumers(shard, FORGET_CONSUMERS_IDLE_MS)
 
     async def process(self, shard: int, entries: Sequence[IngestEntry]) -> None:
         """Apply a batch of one shard's entries to their listeners, then acknowledge it."""

@@ -390,6 +390,22 @@ class Store:
         )
         return [IngestEntry.parse(i, f) for i, f in reply[1] if f]
 
+    async def forget_idle_consumers(self, shard: int, idle_ms: int) -> int:
+        """Drop fan-out consumers (gone processes) that hold nothing and did nothing lately.
+
+        A live worker reads every few seconds, and a deleted one is recreated by its
+        next read, so this only trims the names that restarts leave behind.
+        """
+        key = self.keys.ingest(shard)
+        gone = [
+            consumer["name"]
+            for consumer in await self.redis.xinfo_consumers(key, FANOUT_GROUP)
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms
+        ]
+        for name in gone:
+            await self.redis.xgroup_delconsumer(key, FANOUT_GROUP, name)
+        return len(gone)
+
     async def topic_listeners(self, namespace: str, routing_key: str) -> dict[UUID, str]:
         """Listener uuid -> the last ingest id that is older than the listener."""
         raw = await self.redis.hgetall(self.keys.topic(namespace, routing_key))

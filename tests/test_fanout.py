@@ -6,9 +6,12 @@ import asyncio
 from typing import Any
 from uuid import UUID, uuid4
 
+from redis.asyncio import Redis
+
 from broker.fanout import FanOut
+from broker.keys import Keys
 from broker.models import Caller
-from broker.store import IngestEntry
+from broker.store import FANOUT_GROUP, IngestEntry, Store
 from broker.tokens import EventToken
 from tests.stepped import Record, Stepped, check_listener, records, stepped_broker
 
@@ -158,3 +161,15 @@ async def test_an_event_accepted_before_a_listener_is_declared_skips_it_even_if_
 
         assert set(await pending(system, early)) == {"before", "after"}
         assert set(await pending(system, late)) == {"after"}
+
+
+async def test_consumers_left_behind_by_gone_workers_are_forgotten(redis: Redis) -> None:
+    store = Store(redis, Keys("broker", 1))
+    await store.setup()
+    await store.read_ingest(0, "gone-worker", count=10, block_ms=1)
+    ingest = store.keys.ingest(0)
+    assert [c["name"] for c in await redis.xinfo_consumers(ingest, FANOUT_GROUP)] == ["gone-worker"]
+    assert await store.forget_idle_consumers(0, idle_ms=3_600_000) == 0  # recently active
+    await asyncio.sleep(0.01)
+    assert await store.forget_idle_consumers(0, idle_ms=1) == 1
+    assert await redis.xinfo_consumers(ingest, FANOUT_GROUP) == []
