@@ -320,3 +320,16 @@ async def test_long_poll_gives_null_at_the_deadline_and_never_waits_for_foreign(
     assert (await asyncio.wait_for(api.data(query, unknown), 1))["event_fetch"] is None
     negative = "query($l: UUID!) { event_fetch(filter: {listener: $l, wait: -1}) { subject } }"
     assert await api.error(negative, {"l": listener}) == "wait must not be negative"
+
+
+async def test_unsilence_also_makes_a_matching_unsilenced_event_fetchable_at_once(
+    api: Api,
+) -> None:
+    listener = await declare(api, "person", "l")
+    await send(api, "person", "s")
+    await settle(api)
+    fetched = await fetch(api, listener)
+    assert fetched is not None and await fetch(api, listener) is None
+    await api.data(clients.UNSILENCE, {"input": {"listeners": {"uuids": [listener]}}})
+    again = await fetch(api, listener)
+    assert again is not None and again["token"] == fetched["token"]

@@ -234,7 +234,7 @@ class BrokerMatchesModel(RuleBasedStateMachine):
         assert self.run(broker.unsilence(self.caller, listeners, subjects, priorities)) is True
         for listener in self._targets(user_key):
             for subject, event in listener.events.items():
-                if self._selected(subject, event, subjects, priorities, None) and event.silenced:
+                if self._selected(subject, event, subjects, priorities, None):
                     event.silenced = False
                     event.waiting = event.due = False
 

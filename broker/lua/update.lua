@@ -27,13 +27,12 @@ for i = 4 + math.max(n, 0), #ARGV do
         if not waiting then place(subject, r) end
       end
     elseif action == 'unsilence' then
+      -- Like OS2mo, every matching event, silenced or not; all become fetchable now.
       if r.silenced == 1 then
         r.silenced = 0
         redis.call('HINCRBY', META, 'silenced', -1)
-        place(subject, r)
-      else
-        r = nil
       end
+      place(subject, r)
     else
       place(subject, r)
     end
