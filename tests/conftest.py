@@ -17,12 +17,15 @@ from typing import Any
 import fakeredis
 import httpx
 import pytest
+from joserfc.jwk import ECKey
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from broker.app import create_app
 from broker.embedded import EmbeddedRedis
 from broker.settings import Settings
+from tests.jwks_server import IdentityProvider
+from tests.processes import Process
 from tests.redis_cluster import LocalCluster
 
 # A back-off far longer than any test, so "hidden until its back-off ends" holds however
@@ -153,3 +156,30 @@ async def api(make_api: MakeApi) -> Api:
 async def backoff_api(make_api: MakeApi) -> Api:
     """An app whose retry back-off is BACK_OFF seconds for every delivery."""
     return await make_api(retry_min_seconds=BACK_OFF, retry_max_seconds=BACK_OFF)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Broker processes a test starts; any still running at the end are killed."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> ECKey:
+    """The identity provider's signing key (EC P-256) for OIDC tests."""
+    return ECKey.generate_key("P-256", {"kid": "test-1"})
+
+
+@pytest.fixture(scope="module")
+def provider(signing_key: ECKey) -> Iterator[IdentityProvider]:
+    """A local identity provider on loopback serving `signing_key` as its JWKS."""
+    idp = IdentityProvider()
+    idp.keys = [signing_key.as_dict(private=False)]
+    idp.start()
+    yield idp
+    idp.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -434,20 +433,6 @@ VALID = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def signing_key() -> ECKey:
-    return ECKey.generate_key("P-256", {"kid": "hostile-1"})
-
-
-@pytest.fixture(scope="module")
-def provider(signing_key: ECKey) -> Iterator[IdentityProvider]:
-    idp = IdentityProvider()
-    idp.keys = [signing_key.as_dict(private=False)]
-    idp.start()
-    yield idp
-    idp.close()
-
-
 def _claims(idp: IdentityProvider, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
     claims = {
@@ -497,8 +482,8 @@ def authorizations(
 
 
 @pytest.fixture(scope="module")
-def intruder() -> ECKey:
-    return ECKey.generate_key("P-256", {"kid": "hostile-1"})  # the published kid, another key
+def intruder(signing_key: ECKey) -> ECKey:
+    return ECKey.generate_key("P-256", {"kid": signing_key.kid})  # the published kid, another key
 
 
 @pytest.fixture

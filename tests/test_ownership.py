@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -49,20 +49,6 @@ NOT_PUBLIC = "Namespace already exists, but is non-public and you are not the ow
 
 
 # Identity provider and tokens ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> ECKey:
-    return ECKey.generate_key("P-256", {"kid": "ownership-1"})
-
-
-@pytest.fixture(scope="module")
-def provider(signing_key: ECKey) -> Iterator[IdentityProvider]:
-    idp = IdentityProvider()
-    idp.keys = [signing_key.as_dict(private=False)]
-    idp.start()
-    yield idp
-    idp.close()
 
 
 @dataclass

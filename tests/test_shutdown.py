@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +90,6 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=30)
             assert not thread.is_alive()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for process in started:
-        if process.proc.poll() is None:
-            process.proc.kill()
-            process.proc.wait()
 
 
 def test_sigterm_under_load_exits_0_in_time_and_loses_nothing(
