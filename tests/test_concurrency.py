@@ -8,11 +8,6 @@ exactly once.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,66 +19,17 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.app import create_app
-from broker.embedded import EmbeddedRedis, free_port
+from broker.embedded import EmbeddedRedis
 from broker.keys import Keys
 from broker.settings import Settings
 from tests import clients
+from tests.processes import Process, broker_env
 
 pytestmark = pytest.mark.real_redis
 
 SUBJECTS = 200
 FETCHERS = 64
 BURST = 300  # concurrent requests on one app: more than its Redis pool holds
-START_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 15.0
-
-
-class BrokerProcess:
-    """`python -m broker serve` on a free loopback port."""
-
-    def __init__(self, redis_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-        env.update(
-            BROKER_REDIS_URL=redis_url,
-            BROKER_RETRY_MIN_SECONDS="30",
-            BROKER_RETRY_MAX_SECONDS="30",
-            BROKER_LOG_LEVEL="WARNING",
-        )
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "broker", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"broker did not get ready:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        """SIGTERM and wait for a clean exit; kill it if it hangs."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
@@ -93,17 +39,18 @@ def redis_for_brokers(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture
-def two_brokers(redis_for_brokers: EmbeddedRedis, tmp_path: Path) -> Iterator[list[BrokerProcess]]:
-    brokers: list[BrokerProcess] = []
-    try:
-        for n in range(2):
-            brokers.append(BrokerProcess(redis_for_brokers.url, tmp_path / f"broker-{n}.log"))
-        for broker in brokers:
-            broker.wait_until_ready()
-        yield brokers
-    finally:
-        for broker in brokers:
-            broker.stop()
+def two_brokers(
+    redis_for_brokers: EmbeddedRedis, tmp_path: Path, processes: list[Process]
+) -> list[Process]:
+    env = broker_env(
+        BROKER_REDIS_URL=redis_for_brokers.url,
+        BROKER_RETRY_MIN_SECONDS="30",
+        BROKER_RETRY_MAX_SECONDS="30",
+        BROKER_LOG_LEVEL="WARNING",
+    )
+    for n in range(2):
+        processes.append(Process(env, tmp_path / f"broker-{n}.log"))
+    return processes
 
 
 async def gql(http: httpx.AsyncClient, query: str, variables: dict[str, Any]) -> Any:
@@ -128,7 +75,7 @@ async def fetch_until_empty(http: httpx.AsyncClient, listener: str) -> list[str]
 
 
 async def test_concurrent_fetchers_on_two_brokers_hand_out_each_event_exactly_once(
-    redis_for_brokers: EmbeddedRedis, two_brokers: list[BrokerProcess]
+    redis_for_brokers: EmbeddedRedis, two_brokers: list[Process]
 ) -> None:
     https = [httpx.AsyncClient(base_url=broker.url, timeout=30) for broker in two_brokers]
     redis = Redis.from_url(redis_for_brokers.url, decode_responses=True)
