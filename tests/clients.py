@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.conftest import Api
+if TYPE_CHECKING:  # only for annotations: conftest itself imports this module's neighbours
+    from tests.conftest import Api
 
 # 1. The seed's form, at /graphql.
 SEED_CREATE_LISTENER = """

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from broker.embedded import free_port
+from tests.clients import DECLARE_LISTENER
 
 
 def broker_env(**extra: str) -> dict[str, str]:
@@ -53,6 +54,12 @@ class Process:
         ).json()
         assert "errors" not in body, body
         return body["data"]
+
+    def declare(self, user_key: str, routing_key: str) -> str:
+        """Declare a listener in `mo`; its uuid."""
+        variables = {"input": {"namespace": "mo", "user_key": user_key, "routing_key": routing_key}}
+        uuid: str = self.gql(DECLARE_LISTENER, variables)["event_listener_declare"]["uuid"]
+        return uuid
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

@@ -46,10 +46,7 @@ def test_without_redis_url_it_runs_an_embedded_server_and_a_restart_loses_nothin
     env = broker_env(BROKER_DATA_DIR=str(tmp_path / "data"))
     first = Process(env, tmp_path / "first.log")
     processes.append(first)
-    listener = first.gql(
-        clients.DECLARE_LISTENER,
-        {"input": {"namespace": "mo", "user_key": "l", "routing_key": "person"}},
-    )["event_listener_declare"]["uuid"]
+    listener = first.declare("l", "person")
     first.gql(
         clients.SEND,
         {"input": {"namespace": "mo", "routing_key": "person", "subject": "kept", "priority": 3}},

@@ -28,10 +28,7 @@ def test_json_logs_have_one_line_per_request_with_its_id_and_no_subjects(
     )
     broker = Process(env, tmp_path / "broker.log")
     processes.append(broker)
-    listener = broker.gql(
-        clients.DECLARE_LISTENER,
-        {"input": {"namespace": "mo", "user_key": "l", "routing_key": "person"}},
-    )["event_listener_declare"]["uuid"]
+    listener = broker.declare("l", "person")
     send = {"namespace": "mo", "routing_key": "person", "subject": "private-subject", "priority": 1}
     response = httpx.post(
         f"{broker.url}/graphql/v25",

@@ -53,10 +53,7 @@ def test_broker_fails_fast_while_redis_is_down_and_recovers_when_it_returns(
     env = broker_env(BROKER_REDIS_URL=redis.url, BROKER_FANOUT_BLOCK_SECONDS="0.2")
     broker = Process(env, tmp_path / "broker.log")
     cleanup.append(lambda: broker.proc.poll() is None and broker.proc.kill())
-    listener = broker.gql(
-        clients.DECLARE_LISTENER,
-        {"input": {"namespace": "mo", "user_key": "l", "routing_key": "person"}},
-    )["event_listener_declare"]["uuid"]
+    listener = broker.declare("l", "person")
 
     def send(subject: str) -> httpx.Response:
         event = {"namespace": "mo", "routing_key": "person", "subject": subject, "priority": 1}

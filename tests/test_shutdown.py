@@ -104,14 +104,8 @@ def test_sigterm_under_load_exits_0_in_time_and_loses_nothing(
         )
         first = Process(env, tmp_path / "first.log")
         processes.append(first)
-        listener = first.gql(
-            clients.DECLARE_LISTENER,
-            {"input": {"namespace": "mo", "user_key": "l", "routing_key": "person"}},
-        )["event_listener_declare"]["uuid"]
-        idle = first.gql(
-            clients.DECLARE_LISTENER,
-            {"input": {"namespace": "mo", "user_key": "idle", "routing_key": "org"}},
-        )["event_listener_declare"]["uuid"]
+        listener = first.declare("l", "person")
+        idle = first.declare("idle", "org")
         load = Load(first.url, listener, idle)
         load.start()
         time.sleep(2)
