@@ -13,23 +13,19 @@ import httpx
 from ariadne import make_executable_schema
 from ariadne.asgi import GraphQL
 from ariadne.explorer import ExplorerGraphiQL
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSchema
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import api, auth, errors
+from broker.connection import connect
 from broker.documents import DocumentCache
+from broker.endpoint import GraphQLEndpoint, Schema
 from broker.fanout import FanOut
 from broker.keys import Keys
 from broker.limits import BodySizeLimit, JSONOnlyHTTPHandler, validation_rules
@@ -46,48 +42,8 @@ from broker.store import RedisClient, Store
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 1.0
-POOL_WAIT_SECONDS = 5.0  # longest a request waits for a free Redis connection
 # Below Prometheus' default scrape timeout (10 s): a slow Redis still gives counters.
 METRICS_TIMEOUT_SECONDS = 8.0
-
-
-def connect(settings: Settings) -> RedisClient:
-    """A client for `BROKER_REDIS_URL` that fails fast instead of hanging when Redis is down."""
-    assert settings.redis_url is not None
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_connect_timeout": 1.0,
-        "socket_timeout": 10.0,
-        "health_check_interval": 15,
-        # One quick retry on a fresh connection: after Redis restarts, pooled
-        # connections are dead and each would otherwise fail one request. Not on
-        # timeouts, which would only double the wait.
-        "retry": Retry(
-            ExponentialBackoff(cap=0.2, base=0.05),
-            retries=1,
-            supported_errors=(RedisConnectionError,),
-        ),
-    }
-    if settings.redis_password is not None:
-        options["password"] = settings.redis_password
-    if settings.redis_tls_ca_file is not None:
-        options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
-    if settings.redis_cluster:
-        # The cluster client retries (and re-discovers the slots) on its own.
-        options.pop("health_check_interval")
-        options.pop("retry")
-        options["max_connections"] = settings.redis_max_connections
-        return RedisCluster.from_url(settings.redis_url, **options)
-    # A pool that makes a request wait for a free connection instead of failing at
-    # once: ~17 connections are held by blocking fan-out reads and pub/sub, and a
-    # burst while Redis is briefly busy would otherwise be refused.
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=POOL_WAIT_SECONDS,
-        **options,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 def format_error(
@@ -108,32 +64,6 @@ def format_error(
     return dict(error.formatted)
 
 
-class Authenticated:
-    """Let a GraphQL POST through only with a caller; GET (the explorer page) needs none.
-
-    The principal goes into `scope["state"]`, where the context builder finds it.
-    """
-
-    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] != "GET":
-            request = Request(scope)
-            try:
-                principal = await self.state["authenticator"].authenticate(
-                    request.headers.get("authorization")
-                )
-            except errors.NotAuthenticated as error:
-                body = {"data": None, "errors": [{"message": str(error)}]}
-                headers = {"WWW-Authenticate": "Bearer"}
-                await JSONResponse(body, status_code=401, headers=headers)(scope, receive, send)
-                return
-            scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
-
-
 def caller_of(principal: auth.Principal, settings: Settings) -> Caller:
     return Caller(
         owner=principal.owner,
@@ -151,19 +81,18 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     state: dict[str, Any] = {}
     metrics = Metrics()
 
-    def context(request: Request, data: Any) -> api.Context:
-        principal: auth.Principal = request.scope["state"]["principal"]
+    def context(principal: auth.Principal) -> api.Context:
         return api.Context(
             broker=state["broker"],
             caller=caller_of(principal, settings),
             authorize=lambda field_name: auth.require(principal, field_name),
         )
 
-    def graphql_app(schema: Any) -> ASGIApp:
+    def graphql_app(schema: GraphQLSchema) -> Schema:
         documents = DocumentCache()
         graphql = GraphQL(
             schema,
-            context_value=context,
+            context_value=lambda request, data: context(request.scope["state"]["principal"]),
             debug=False,
             introspection=settings.introspection,
             explorer=ExplorerGraphiQL() if settings.explorer else None,
@@ -173,7 +102,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             query_validator=documents.validate,
             validation_rules=validation_rules(settings),
         )
-        return Authenticated(graphql, state)
+        return Schema(schema, documents, graphql)
 
     async def live(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -221,17 +150,27 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             if redis is None:
                 await client.aclose()
 
-    seed_app = graphql_app(seed)
-    released_app = graphql_app(released)
+    seed_endpoint, released_endpoint = graphql_app(seed), graphql_app(released)
+    # POSTs to the GraphQL paths are answered by GraphQLEndpoint; these routes serve
+    # the explorer page (GET) and refuse other methods.
     routes = [
-        Route("/graphql", seed_app, methods=["GET", "POST"]),
-        Route("/graphql/v{version:int}", released_app, methods=["GET", "POST"]),
+        Route("/graphql", seed_endpoint.ariadne, methods=["GET", "POST"]),
+        Route("/graphql/v{version:int}", released_endpoint.ariadne, methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/metrics", metrics_endpoint),
     ]
+    graphql_endpoint = Middleware(
+        GraphQLEndpoint,
+        seed=seed_endpoint,
+        released=released_endpoint,
+        authenticate=lambda authorization: state["authenticator"].authenticate(authorization),
+        context=context,
+        error_formatter=partial(format_error, metrics=metrics),
+        max_bytes=settings.max_body_bytes,
+    )
     limit_body = Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    middleware = [Middleware(RequestLog), limit_body]
+    middleware = [Middleware(RequestLog), graphql_endpoint, limit_body]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.broker_state = state
     return app

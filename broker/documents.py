@@ -12,7 +12,14 @@ from collections import OrderedDict
 from collections.abc import Collection
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, validate
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    validate,
+)
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
@@ -42,6 +49,26 @@ class DocumentCache:
         if len(self._documents) > self.max_documents:
             _, evicted = self._documents.popitem(last=False)
             self._validated.pop(id(evicted), None)
+        return document
+
+    def prepared(self, text: str) -> DocumentNode | None:
+        """The document of `text` if it has been parsed and validated without errors.
+
+        Documents with a subscription are never prepared (the broker serves none).
+        """
+        document = self._documents.get(text)
+        if document is None:
+            return None
+        known = self._validated.get(id(document))
+        if known is None or known[0] is not document or known[1]:
+            return None
+        if any(
+            isinstance(definition, OperationDefinitionNode)
+            and definition.operation is OperationType.SUBSCRIPTION
+            for definition in document.definitions
+        ):
+            return None
+        self._documents.move_to_end(text)
         return document
 
     def validate(

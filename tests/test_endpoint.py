@@ -1,0 +1,124 @@
+"""The GraphQL endpoint's fast path answers exactly as Ariadne does, and only when it may.
+
+A document's first request goes through Ariadne's app (parse, validate, execute); once
+it has validated cleanly, later requests with it run on the fast path. So each request
+below is sent twice and both answers must be the same, byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from broker.endpoint import GraphQLEndpoint
+from tests import clients
+from tests.clients import declare, send, settle
+from tests.conftest import Api
+
+UNKNOWN = "c0000000-0000-4000-8000-00000000000c"
+TWO_OPERATIONS = """
+query One { event_namespaces { objects { name } } }
+query Two { event_listeners { objects { user_key } } }
+"""
+
+
+def endpoint_of(api: Api) -> GraphQLEndpoint:
+    node: Any = api.app.middleware_stack
+    while not isinstance(node, GraphQLEndpoint):
+        node = node.app
+    return node
+
+
+async def post_twice(api: Api, payload: Any, **kw: Any) -> tuple[httpx.Response, ...]:
+    """The answer via Ariadne (a new document) and then via the fast path, if it took it."""
+    endpoint = endpoint_of(api)
+    answers = []
+    for _ in range(2):
+        before = endpoint.fast_requests
+        response = await api.http.post("/graphql/v25", json=payload, **kw)
+        answers.append((response, endpoint.fast_requests - before))
+    (first, first_fast), (second, second_fast) = answers
+    assert first_fast == 0
+    return first, second, second_fast
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": "{ __typename }"},
+        {"query": clients.FETCH, "variables": {"listener": UNKNOWN}},
+        {"query": clients.FETCH, "variables": {"listener": 5}},
+        {"query": clients.FETCH, "variables": {"listener": "not a uuid"}},
+        {"query": clients.FETCH},
+        {"query": clients.FETCH, "variables": None},
+        {"query": clients.ACK, "variables": {"token": "forged"}},
+        {"query": TWO_OPERATIONS},
+        {"query": TWO_OPERATIONS, "operationName": "Two"},
+        {"query": TWO_OPERATIONS, "operationName": "Three"},
+        {"query": "{ event_namespaces { objects { name } } }", "extensions": {"x": 1}},
+    ],
+    ids=lambda payload: repr(payload)[:60],
+)
+async def test_the_fast_path_answers_as_ariadne_does(api: Api, payload: Any) -> None:
+    await declare(api, "org_unit", "reader")
+    first, second, fast = await post_twice(api, payload)
+    assert fast == 1
+    assert second.status_code == first.status_code
+    assert second.json() == first.json()
+    assert second.headers["content-type"] == first.headers["content-type"]
+
+
+async def test_a_fetch_and_acknowledge_on_the_fast_path_behave_as_the_first(api: Api) -> None:
+    listener = await declare(api, "person", "fast")
+    await send(api, "person", "s1")
+    await send(api, "person", "s2")
+    await settle(api)
+    endpoint = endpoint_of(api)
+    for subject in ("s1", "s2"):  # the first cycle via Ariadne, the second on the fast path
+        event = await clients.fetch(api, listener)
+        assert event is not None and event["subject"] == subject
+        assert await clients.ack(api, event["token"]) is True
+    assert endpoint.fast_requests >= 2
+    assert await clients.fetch(api, listener) is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": "{ nope }"},  # fails validation: never prepared
+        {"query": "{ __typename }", "variables": []},
+        {"query": "{ __typename }", "operationName": 5},
+        ["{ __typename }"],
+    ],
+)
+async def test_requests_the_fast_path_must_not_take_go_to_ariadne(api: Api, payload: Any) -> None:
+    await api.http.post("/graphql/v25", json={"query": "{ __typename }"})  # prepared
+    first, second, fast = await post_twice(api, payload)
+    assert fast == 0
+    assert first.status_code == second.status_code == 400
+    assert first.text == second.text
+
+
+async def test_a_body_that_is_not_json_goes_to_ariadne(api: Api) -> None:
+    await api.http.post("/graphql/v25", json={"query": "{ __typename }"})
+    endpoint = endpoint_of(api)
+    before = endpoint.fast_requests
+    for content_type in ("text/plain", "application/json"):
+        response = await api.http.post(
+            "/graphql/v25", content=b'{"query": "{ __typename }"', headers={
+                "content-type": content_type})  # fmt: skip
+        assert response.status_code == 400
+    assert endpoint.fast_requests == before
+
+
+async def test_the_seed_path_has_its_own_documents(api: Api) -> None:
+    """A document valid on /graphql/v25 is not taken as valid on the seed's /graphql."""
+    token_input = {"token": "forged"}
+    await api.http.post("/graphql/v25", json={"query": clients.ACK, "variables": token_input})
+    response = await api.http.post(
+        "/graphql", json={"query": clients.ACK, "variables": token_input}
+    )
+    assert response.status_code == 400
+    assert "errors" in response.json()
