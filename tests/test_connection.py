@@ -1,0 +1,48 @@
+"""The broker's Redis client: a busy pool makes commands wait, not fail, for a while."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from broker.connection import WaitingConnectionPool
+from broker.embedded import EmbeddedRedis
+
+
+def client(server: EmbeddedRedis, wait_seconds: float) -> Redis:
+    pool = WaitingConnectionPool.from_url(
+        server.url, max_connections=2, wait_seconds=wait_seconds, decode_responses=True
+    )
+    return Redis.from_pool(pool)
+
+
+async def test_a_command_waits_for_a_free_connection(redis_server: EmbeddedRedis) -> None:
+    redis = client(redis_server, wait_seconds=5.0)
+    try:
+        # Two commands hold both connections for 0.3 s; the third gets one after them.
+        held = [asyncio.create_task(redis.blpop(["nothing"], timeout=0.3)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert await redis.ping() is True
+        assert await asyncio.gather(*held) == [None, None]
+        # Every connection went back: the pool serves as many commands as before.
+        assert await asyncio.gather(redis.ping(), redis.ping()) == [True, True]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_command_fails_when_no_connection_frees_up_in_time(
+    redis_server: EmbeddedRedis,
+) -> None:
+    redis = client(redis_server, wait_seconds=0.1)
+    try:
+        held = [asyncio.create_task(redis.blpop(["nothing"], timeout=1)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(RedisConnectionError, match="No connection available"):
+            await redis.ping()
+        await asyncio.gather(*held)
+        assert await redis.ping() is True
+    finally:
+        await redis.aclose()
