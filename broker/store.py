@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from broker.keys import Keys
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
+from broker.pipelining import Pipeliner
 
 RedisClient = Redis | RedisCluster
 UpdateAction = Literal["silence", "unsilence", "rerun"]
@@ -142,6 +143,8 @@ class Store:
         self._subscribe = redis.register_script(_lua("subscribe"))
         self._claim_listener = redis.register_script(_lua("claim_listener"))
         self._ack_ingest = redis.register_script(_lua("ack_ingest"))
+        # The calls every request makes (fetch, acknowledge, send) are pipelined.
+        self.pipeliner = Pipeliner(redis)
 
     async def setup(self) -> None:
         """Create the ingest streams and their fan-out group; check the layout is unchanged."""
@@ -259,18 +262,20 @@ class Store:
     async def send(self, namespace: str, routing_key: str, subject: str, priority: int) -> bool:
         """Append to the topic's ingest stream; False when no listener exists (dropped)."""
         shard = self.keys.shard_of(namespace, routing_key)
-        entry = await self._send(
-            keys=[self.keys.topic(namespace, routing_key), self.keys.ingest(shard)],
-            args=[namespace, routing_key, subject, priority],
+        entry = await self.pipeliner.call(
+            self._send,
+            [self.keys.topic(namespace, routing_key), self.keys.ingest(shard)],
+            [namespace, routing_key, subject, priority],
         )
         return entry is not None
 
     async def fetch(
         self, listener: UUID, owner: UUID | None, retry_min_ms: int, retry_max_ms: int
     ) -> Fetched:
-        reply = await self._fetch(
-            keys=self.keys.listener(listener).as_list(),
-            args=[_owner_arg(owner), retry_min_ms, retry_max_ms, RETRY_PUMP_BATCH],
+        reply = await self.pipeliner.call(
+            self._fetch,
+            self.keys.listener(listener).as_list(),
+            [_owner_arg(owner), retry_min_ms, retry_max_ms, RETRY_PUMP_BATCH],
         )
         if reply is None:
             return Fetched(None, owned=False)
@@ -291,9 +296,10 @@ class Store:
     async def acknowledge(
         self, listener: UUID, owner: UUID | None, subject: str, generation: str
     ) -> bool:
-        deleted = await self._acknowledge(
-            keys=self.keys.listener(listener).as_list(),
-            args=[_owner_arg(owner), subject, generation],
+        deleted = await self.pipeliner.call(
+            self._acknowledge,
+            self.keys.listener(listener).as_list(),
+            [_owner_arg(owner), subject, generation],
         )
         return bool(deleted)
 
