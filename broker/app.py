@@ -132,7 +132,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         state["authenticator"] = auth.make_authenticator(settings, http)
         keys = Keys(settings.key_prefix, settings.ingest_shards)
         store = Store(client, keys)
-        notifier = Notifier(client, keys.notify_channel)
+        notifier = Notifier(client, keys.notify_channel, settings.fetch_empty_cache_seconds)
         broker = Broker(store, settings, notifier, metrics)
         await broker.setup()
         fanout = FanOut(store, settings, notifier, metrics)

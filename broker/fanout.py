@@ -132,7 +132,7 @@ class FanOut:
                     work[listener] = (topic, mine)
 
         limit = asyncio.Semaphore(APPLY_CONCURRENCY)
-        changed_listeners: set[UUID] = set()
+        applied_to: set[UUID] = set()
 
         async def apply(listener: UUID, topic: tuple[str, str], mine: list[IngestEntry]) -> None:
             async with limit:
@@ -140,11 +140,13 @@ class FanOut:
             if changed < 0:
                 # Deleted while registered with its topic: finish the unsubscribe.
                 await self.store.drop_from_topic(*topic, listener)
-            elif changed:
-                changed_listeners.add(listener)
+            else:
+                # Even when nothing changed: this may be the retry of a batch whose
+                # wake-ups were never published.
+                applied_to.add(listener)
 
         await asyncio.gather(*(apply(lst, topic, mine) for lst, (topic, mine) in work.items()))
         # Wake long polls first: the events are stored, and this is the latency path.
         if self.notifier is not None:
-            await self.notifier.publish(changed_listeners)
+            await self.notifier.publish(applied_to)
         await self.store.ack_ingest(shard, [entry.id for entry in entries])

@@ -3,7 +3,17 @@
 Whoever makes events fetchable (the fan-out writer in any process, unsilence,
 rerun) publishes the listener uuids on one Redis channel; every broker process
 subscribes once and wakes its local waiters. A lost message only delays a
-waiter until its next timed re-check, so nothing depends on delivery.
+waiter until its next timed re-check.
+
+The same messages keep a memory of listeners known to have nothing to fetch, so
+that an idle integration polling without `wait` costs no Redis call: a fetch that
+found nothing is remembered until the listener is published, its next back-off
+ends, or `empty_seconds` pass, whichever comes first. It is only kept while the
+subscription is up (a reconnect forgets everything, since messages may have been
+missed), and never from a fetch that raced with a message. A message published by
+another process reaches this one a fraction of a millisecond late; within that
+window, and for at most `empty_seconds` if a publish fails after its events were
+stored, a poll may still answer "nothing" while the event waits for the next one.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -24,19 +35,64 @@ RECONNECT_SECONDS = 1.0
 POLL_SECONDS = 0.25  # how often the subscriber looks up from its socket to see if it should stop
 
 
+# Listeners remembered as empty at most; beyond that the memory starts over.
+MAX_EMPTY = 100_000
+
+
 class Notifier:
-    def __init__(self, redis: Any, channel: str) -> None:
+    def __init__(self, redis: Any, channel: str, empty_seconds: float = 0.0) -> None:
         self.redis = redis
         self.channel = channel
+        self.empty_seconds = empty_seconds
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # listener -> owner -> unix ms until which it has nothing to fetch
+        self._empty: dict[str, dict[str, int]] = {}
+        self._subscribed = False
+        # Counts publications seen; a fetch that overlapped one is not remembered.
+        self.sequence = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.closing = False  # shutting down: waits return at once
 
     async def publish(self, listeners: Iterable[UUID]) -> None:
-        message = " ".join(str(listener) for listener in listeners)
-        if message:
-            await self.redis.publish(self.channel, message)
+        names = [str(listener) for listener in listeners]
+        if names:
+            self._wake(names)  # this process at once, the others through Redis
+            await self.redis.publish(self.channel, " ".join(names))
+
+    def empty_until(self, listener: UUID, owner: str) -> int | None:
+        """Until when (unix ms) a fetch for `owner` is known to find nothing, if it is."""
+        owners = self._empty.get(str(listener))
+        if not owners or owner not in owners:
+            return None
+        if owners[owner] > time.time() * 1000 and self._subscribed:
+            return owners[owner]
+        del owners[owner]
+        return None
+
+    def remember_empty(
+        self, listener: UUID, owner: str, sequence: int, next_due_ms: int | None
+    ) -> None:
+        """A fetch that started at `sequence` found nothing; next back-off ends then."""
+        if not self._subscribed or sequence != self.sequence or self.empty_seconds <= 0:
+            return
+        until_ms = int((time.time() + self.empty_seconds) * 1000)
+        if next_due_ms is not None:
+            until_ms = min(until_ms, next_due_ms)
+        if len(self._empty) >= MAX_EMPTY:
+            self._empty.clear()
+        self._empty.setdefault(str(listener), {})[owner] = until_ms
+
+    def forget_empty(self) -> None:
+        """Forget every listener remembered as empty."""
+        self._empty.clear()
+
+    def _wake(self, listeners: Iterable[str]) -> None:
+        self.sequence += 1
+        for listener in listeners:
+            for woken in self._waiters.get(listener, ()):
+                woken.set()
+            self._empty.pop(listener, None)
 
     async def wait(self, listener: UUID, seconds: float) -> None:
         """Return when `listener` is published, after `seconds`, or on `close()`."""
@@ -52,6 +108,10 @@ class Notifier:
             self._waiters[key].discard(woken)
             if not self._waiters[key]:
                 del self._waiters[key]
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed
 
     @property
     def waiting(self) -> int:
@@ -85,17 +145,23 @@ class Notifier:
                     await asyncio.wait_for(self._stopping.wait(), RECONNECT_SECONDS)
 
     async def _listen(self) -> None:
-        async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            await pubsub.subscribe(self.channel)
-            while not self._stopping.is_set():
-                message = await pubsub.get_message(timeout=POLL_SECONDS)
-                if message is None:
-                    continue
-                data = message.get("data")
-                if isinstance(data, bytes):
-                    data = data.decode()
-                if not isinstance(data, str):
-                    continue
-                for listener in data.split():
-                    for woken in self._waiters.get(listener, ()):
-                        woken.set()
+        async with self.redis.pubsub() as pubsub:
+            try:
+                await pubsub.subscribe(self.channel)
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(timeout=POLL_SECONDS)
+                    if message is None:
+                        continue
+                    if message.get("type") == "subscribe":
+                        # Messages may have been missed before: start remembering afresh.
+                        self.forget_empty()
+                        self._subscribed = True
+                        continue
+                    data = message.get("data")
+                    if isinstance(data, bytes):
+                        data = data.decode()
+                    if isinstance(data, str):
+                        self._wake(data.split())
+            finally:
+                self._subscribed = False
+                self.forget_empty()

@@ -27,7 +27,7 @@ from broker.models import (
 )
 from broker.notify import Notifier
 from broker.settings import Settings
-from broker.store import Store, UpdateAction
+from broker.store import Fetched, Store, UpdateAction
 from broker.tokens import EventToken
 
 MAX_SUBJECT_LENGTH = 220
@@ -262,10 +262,18 @@ class Broker:
         self, caller: Caller, listener: UUID, wait: float | None
     ) -> PendingEvent | None:
         deadline = time.monotonic() + min(wait or 0.0, self.settings.fetch_max_wait_seconds)
+        owner = "" if caller.owner is None else str(caller.owner)
         while True:
-            found = await self.store.fetch(
-                listener, caller.owner, self.retry_min_ms, self.retry_max_ms
-            )
+            empty_until_ms = self.notifier.empty_until(listener, owner)
+            if empty_until_ms is not None:
+                found = Fetched(None, next_due_ms=empty_until_ms)
+            else:
+                sequence = self.notifier.sequence
+                found = await self.store.fetch(
+                    listener, caller.owner, self.retry_min_ms, self.retry_max_ms
+                )
+                if found.event is None and found.owned:
+                    self.notifier.remember_empty(listener, owner, sequence, found.next_due_ms)
             remaining = deadline - time.monotonic()
             if found.event is not None or not found.owned or remaining <= 0:
                 return found.event

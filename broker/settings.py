@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     retry_min_seconds: float = Field(default=180.0, gt=0)
     retry_max_seconds: float = Field(default=61200.0, gt=0)
     fetch_max_wait_seconds: float = Field(default=30.0, ge=0)
+    fetch_empty_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a process remembers that a listener had nothing to fetch "
+        "(until an event for it is published); 0 turns this off.",
+    )
     fanout_batch: int = Field(default=256, ge=1, le=10_000)
     fanout_block_seconds: float = Field(
         default=2.0, gt=0, le=60, description="How long one fan-out read waits for new events."

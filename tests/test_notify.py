@@ -1,0 +1,140 @@
+"""Idle polls skip Redis, and never hide an event that a process has been told about."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from uuid import UUID
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.notify import Notifier
+from broker.store import IngestEntry
+from tests import clients
+from tests.clients import declare, send, settle
+from tests.conftest import BACK_OFF, Api
+
+pytestmark = pytest.mark.cluster
+
+
+def state(api: Api) -> dict[str, Any]:
+    state: dict[str, Any] = api.app.state.broker_state
+    return state
+
+
+async def subscribed(api: Api) -> Notifier:
+    notifier: Notifier = state(api)["notifier"]
+    for _ in range(200):
+        if notifier.subscribed:
+            return notifier
+        await asyncio.sleep(0.01)
+    raise AssertionError("the notifier did not subscribe")
+
+
+def count_store_fetches(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[UUID]:
+    store = state(api)["store"]
+    calls: list[UUID] = []
+    real = store.fetch
+
+    async def fetch(listener: UUID, *args: Any) -> Any:
+        calls.append(listener)
+        return await real(listener, *args)
+
+    monkeypatch.setattr(store, "fetch", fetch)
+    return calls
+
+
+async def test_polls_of_an_idle_listener_do_not_reach_redis(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = await declare(api, "person", "idle")
+    await subscribed(api)
+    calls = count_store_fetches(api, monkeypatch)
+    for _ in range(5):
+        assert await clients.fetch(api, listener) is None
+    assert len(calls) == 1
+
+
+async def test_an_event_sent_after_an_empty_poll_is_fetched_at_once(api: Api) -> None:
+    listener = await declare(api, "person", "idle")
+    await subscribed(api)
+    assert await clients.fetch(api, listener) is None
+    await send(api, "person", "s1")
+    await settle(api)
+    event = await clients.fetch(api, listener)
+    assert event is not None and event["subject"] == "s1"
+
+
+async def test_an_event_another_process_stored_arrives_with_its_wake_up(
+    api: Api, redis: Redis
+) -> None:
+    """Stored behind this process' back, the event waits for the wake-up, then comes."""
+    listener = await declare(api, "person", "idle")
+    notifier = await subscribed(api)
+    assert await clients.fetch(api, listener) is None
+    # What another process' fan-out does: store the event, then publish the listener.
+    entry = IngestEntry(f"{int(time.time() * 1000)}-0", "mo", "person", "elsewhere", 1)
+    assert await state(api)["store"].apply(UUID(listener), [entry]) == 1
+    assert await clients.fetch(api, listener) is None  # remembered as empty: no wake-up yet
+    await redis.publish(notifier.channel, listener)
+    for _ in range(200):
+        event = await clients.fetch(api, listener)
+        if event is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert event is not None and event["subject"] == "elsewhere"
+
+
+async def test_an_ended_back_off_is_not_hidden(backoff_api: Api) -> None:
+    api = backoff_api
+    listener = await declare(api, "person", "retrying")
+    await subscribed(api)
+    await send(api, "person", "s1")
+    await settle(api)
+    first = await clients.fetch(api, listener)
+    assert first is not None
+    assert await clients.fetch(api, listener) is None  # in its back-off, remembered
+    await asyncio.sleep(BACK_OFF + 0.1)
+    again = await clients.fetch(api, listener)
+    assert again is not None and again["token"] == first["token"]
+
+
+async def test_a_fetch_that_overlapped_a_wake_up_is_not_remembered(api: Api) -> None:
+    notifier = await subscribed(api)
+    listener = UUID(await declare(api, "person", "racing"))
+    sequence = notifier.sequence  # the fetch starts...
+    await notifier.publish([listener])  # ...an event is published meanwhile...
+    notifier.remember_empty(listener, "", sequence, None)  # ...and the fetch found nothing
+    assert notifier.empty_until(listener, "") is None
+    notifier.remember_empty(listener, "", notifier.sequence, None)
+    assert notifier.empty_until(listener, "") is not None
+
+
+async def test_nothing_is_remembered_while_not_subscribed(redis: Redis) -> None:
+    notifier = Notifier(redis, "channel", empty_seconds=30)
+    listener = UUID(int=1)
+    notifier.remember_empty(listener, "", notifier.sequence, None)
+    assert notifier.empty_until(listener, "") is None
+    notifier.start()
+    try:
+        for _ in range(200):
+            if notifier.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        notifier.remember_empty(listener, "", notifier.sequence, None)
+        assert notifier.empty_until(listener, "") is not None
+    finally:
+        await notifier.stop()
+    assert notifier.empty_until(listener, "") is None  # the subscription ended: forgotten
+
+
+async def test_the_memory_can_be_turned_off(make_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = await make_api(fetch_empty_cache_seconds=0)
+    listener = await declare(api, "person", "idle")
+    await subscribed(api)
+    calls = count_store_fetches(api, monkeypatch)
+    for _ in range(3):
+        assert await clients.fetch(api, listener) is None
+    assert len(calls) == 3
