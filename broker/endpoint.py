@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any
 
 import orjson
 from ariadne.graphql import handle_graphql_errors, handle_query_result
 from ariadne.types import ErrorFormatter
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
+from graphql import DocumentNode, ExecutionResult, GraphQLError, GraphQLSchema, execute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import errors
-from broker.documents import DocumentCache
+from broker.documents import MAX_DOCUMENTS, DocumentCache
+from broker.plans import Plan, compile_plan
 
 JSON = b"application/json"
 # The released API's paths; "/graphql" itself is the seed's.
@@ -40,6 +41,16 @@ class Schema:
     schema: GraphQLSchema
     documents: DocumentCache
     ariadne: ASGIApp
+    # id(document) -> (document, its plan or None); the document is kept so ids stay unique
+    plans: dict[int, tuple[DocumentNode, Plan | None]] = field(default_factory=dict)
+
+    def plan(self, document: DocumentNode) -> Plan | None:
+        known = self.plans.get(id(document))
+        if known is None or known[0] is not document:
+            if len(self.plans) >= MAX_DOCUMENTS:
+                self.plans.clear()
+            known = self.plans[id(document)] = (document, compile_plan(self.schema, document))
+        return known[1]
 
 
 class GraphQLEndpoint:
@@ -137,16 +148,20 @@ class GraphQLEndpoint:
             "error_formatter": self.error_formatter,
             "debug": False,
         }
+        context = self.context(principal)
+        plan = endpoint.plan(document)
         try:
-            result = execute(
-                endpoint.schema,
-                document,
-                context_value=self.context(principal),
-                variable_values=variables,
-                operation_name=operation_name,
-            )
-            if isawaitable(result):
-                result = await result
+            if plan is not None:
+                result = await plan.run(endpoint.schema, context, variables, operation_name)
+            else:
+                executed = execute(
+                    endpoint.schema,
+                    document,
+                    context_value=context,
+                    variable_values=variables,
+                    operation_name=operation_name,
+                )
+                result = await executed if isawaitable(executed) else executed
             assert isinstance(result, ExecutionResult)
             success, response = handle_query_result(result, **options)
         except GraphQLError as error:

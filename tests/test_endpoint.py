@@ -58,6 +58,19 @@ async def post_twice(api: Api, payload: Any, **kw: Any) -> tuple[httpx.Response,
         {"query": TWO_OPERATIONS, "operationName": "Two"},
         {"query": TWO_OPERATIONS, "operationName": "Three"},
         {"query": "{ event_namespaces { objects { name } } }", "extensions": {"x": 1}},
+        # The root resolver refuses: the plan hands its error to graphql-core.
+        {
+            "query": clients.SEND,
+            "variables": {
+                "input": {"namespace": "nowhere", "routing_key": "r", "subject": "s", "priority": 1}
+            },
+        },
+        {
+            "query": clients.SEND,
+            "variables": {
+                "input": {"namespace": "mo", "routing_key": "r", "subject": "s", "priority": 0}
+            },
+        },
     ],
     ids=lambda payload: repr(payload)[:60],
 )
