@@ -1361,6 +1361,10 @@ async def bench_workers(
     env.stop_broker()
     await env.start_broker(workers=2)
     await env.top_up(main_listener, cfg.backlog, "top2")
+    # The workers are the supervisor's children; how busy each was shows how evenly the
+    # 32 keep-alive connections fell on them (each stays with the worker that accepted it).
+    workers = process_tree(env.broker_pid)[1:]
+    before = [cpu_seconds([pid]) for pid in workers]
     gql = await closed_loop(
         env,
         32,
@@ -1368,11 +1372,16 @@ async def bench_workers(
         min(cfg.max_ops, cfg.backlog // 2),
         graphql_cycle_ops(env, main_listener),
     )
+    split = ", ".join(
+        f"{100 * (cpu_seconds([pid]) - b) / gql.seconds:.0f}%"
+        for pid, b in zip(workers, before, strict=True)
+    )
     tn = await closed_loop(
         env, 32, cfg.phase, cfg.max_ops, graphql_request_ops(env, body(TYPENAME_DOC))
     )
     rep.detail(
-        f"--workers 2: fetch+ack x32 {gql.rate:,.0f} cycles/s ({gql.usage.pct()}); "
+        f"--workers 2: fetch+ack x32 {gql.rate:,.0f} cycles/s ({gql.usage.pct()}; "
+        f"per process under the supervisor: {split}); "
         f"__typename x32 {tn.rate:,.0f}/s ({tn.usage.pct()})"
     )
     rep.add(

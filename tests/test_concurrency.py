@@ -146,3 +146,32 @@ async def test_a_burst_of_requests_while_redis_is_briefly_busy_waits_instead_of_
                 await redis.aclose()
     refusals = Counter(e["message"] for answer in answers for e in answer.get("errors", []))
     assert refusals == Counter(), refusals
+
+
+async def test_a_process_that_found_nothing_gets_the_next_event_sent_through_another(
+    two_brokers: list[Process],
+) -> None:
+    """Each idle poll is answered from memory; an event stored by either fan-out ends that."""
+    idle, busy = (httpx.AsyncClient(base_url=b.url, timeout=30) for b in two_brokers)
+    try:
+        async with asyncio.timeout(60):
+            declared = await gql(
+                idle,
+                clients.DECLARE_LISTENER,
+                {"input": {"namespace": "mo", "user_key": "idle", "routing_key": "person"}},
+            )
+            listener = {"listener": declared["event_listener_declare"]["uuid"]}
+            for n in range(10):  # both processes' fan-out writers take their turns
+                for _ in range(3):
+                    assert (await gql(idle, clients.FETCH, listener))["event_fetch"] is None
+                await gql(busy, clients.SEND, send_input(f"subject-{n}"))
+                for _ in range(100):  # well under BROKER_FETCH_EMPTY_CACHE_SECONDS
+                    event = (await gql(idle, clients.FETCH, listener))["event_fetch"]
+                    if event is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert event is not None and event["subject"] == f"subject-{n}"
+                await gql(idle, clients.ACK, {"token": event["token"]})
+    finally:
+        await idle.aclose()
+        await busy.aclose()
