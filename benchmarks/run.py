@@ -163,7 +163,7 @@ class Meter:
 
     def __enter__(self) -> Usage:
         self.usage = Usage()
-        self.broker_pids = process_tree(self.env.broker_pid)
+        self.broker_pids = self.env.broker_pids()
         self.t0 = time.perf_counter()
         self.c0 = time.process_time()
         self.b0 = cpu_seconds(self.broker_pids)
@@ -247,7 +247,7 @@ class Env:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.redis_server: EmbeddedRedis | None = None
-        self.broker: subprocess.Popen[bytes] | None = None
+        self.brokers: list[tuple[subprocess.Popen[bytes], int]] = []  # (process, port)
         self.port = 0
         self.workers = 1
         self.r: Redis
@@ -272,31 +272,39 @@ class Env:
             else f"Redis {info['redis_version']}"
         )
 
-    async def start_broker(self, workers: int = 1) -> None:
+    async def start_broker(self, workers: int = 1, processes: int = 1) -> None:
+        """`processes` separate brokers (own ports), each `serve --workers <workers>`."""
         assert self.redis_server is not None
-        self.port = free_port()
         self.workers = workers
-        self.broker = self._spawn_broker(self.redis_server.url, workers)
-        self.broker_pid = self.broker.pid
+        for _ in range(processes):
+            self.port = free_port()
+            self.brokers.append((self._spawn_broker(self.redis_server.url, workers), self.port))
+        self.port = self.brokers[0][1]
+        self.broker_pid = self.brokers[0][0].pid
+        for process, port in self.brokers:
+            await self._wait_ready(process, port, workers)
+
+    async def _wait_ready(self, process: subprocess.Popen[bytes], port: int, workers: int) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.broker.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(self.broker_log())
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(b"GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
                 line = await reader.readline()
                 writer.close()
                 # with --workers N every worker must be up before we measure
-                if b" 200 " in line and (
-                    workers == 1 or len(process_tree(self.broker_pid)) > workers
-                ):
+                if b" 200 " in line and (workers == 1 or len(process_tree(process.pid)) > workers):
                     await asyncio.sleep(0.5 if workers > 1 else 0)
                     return
             except OSError:
                 pass
             await asyncio.sleep(0.1)
         raise RuntimeError("broker did not become ready in 30 s\n" + self.broker_log())
+
+    def broker_pids(self) -> list[int]:
+        return [pid for process, _ in self.brokers for pid in process_tree(process.pid)]
 
     def _spawn_broker(self, redis_url: str, workers: int) -> subprocess.Popen[bytes]:
         """Start `python -m broker serve` (a quick, non-blocking fork+exec)."""
@@ -316,15 +324,16 @@ class Env:
         return logs[-1].read_text()[-3000:] if logs else ""
 
     def stop_broker(self) -> None:
-        process, self.broker = self.broker, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        brokers, self.brokers = self.brokers, []
+        for process, _ in brokers:
+            if process.poll() is None:
+                process.terminate()
+        for process, _ in brokers:
+            try:
+                process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     async def close(self) -> None:
         self.stop_broker()
@@ -335,7 +344,13 @@ class Env:
             self.redis_server.stop()
 
     async def http(self, n: int = 1) -> list[Http]:
-        return list(await asyncio.gather(*(Http("127.0.0.1", self.port).open() for _ in range(n))))
+        """`n` connections, spread evenly over the broker processes."""
+        ports = [port for _, port in self.brokers]
+        return list(
+            await asyncio.gather(
+                *(Http("127.0.0.1", ports[i % len(ports)]).open() for i in range(n))
+            )
+        )
 
     async def gql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         conn = (await self.http())[0]
@@ -1400,6 +1415,28 @@ async def bench_workers(
             "req/s",
             one["typename32"].rate,
             "--workers 1, same run",
+        )
+    )
+    # Two separate processes on two ports, 16 connections each: how replicas scale,
+    # with no shared accept queue deciding which process gets which client.
+    env.stop_broker()
+    await env.start_broker(workers=1, processes=2)
+    await env.top_up(main_listener, cfg.backlog, "top3")
+    pair = await closed_loop(
+        env,
+        32,
+        cfg.phase,
+        min(cfg.max_ops, cfg.backlog // 2),
+        graphql_cycle_ops(env, main_listener),
+    )
+    rep.detail(f"two processes: fetch+ack x32 {pair.rate:,.0f} cycles/s ({pair.usage.pct()})")
+    rep.add(
+        Row(
+            "fetch+ack cycles/s, 32 clients, two broker processes (16 clients each)",
+            pair.rate,
+            "/s",
+            one["gql32"].rate,
+            "one process, same run",
         )
     )
     env.stop_broker()
