@@ -30,6 +30,9 @@ class WaitingConnectionPool(ConnectionPool):
         super().__init__(*args, **kwargs)
         self.wait_seconds = wait_seconds
         self._free = asyncio.Semaphore(self.max_connections)
+        # Connections handed out, each holding one permit. redis-py releases a connection
+        # that failed to connect itself, before get_connection raises: that one holds none.
+        self._holding: set[AbstractConnection] = set()
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
         if self._free.locked():
@@ -42,16 +45,24 @@ class WaitingConnectionPool(ConnectionPool):
             await self._free.acquire()
         try:
             connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-            return connection
         except BaseException:
             self._free.release()
             raise
+        self._holding.add(connection)
+        return connection
 
     async def release(self, connection: AbstractConnection) -> None:
         try:
             await super().release(connection)
         finally:
-            self._free.release()
+            if connection in self._holding:
+                self._holding.discard(connection)
+                self._free.release()
+
+    @property
+    def free(self) -> int:
+        """Connections that can be handed out without waiting."""
+        return self._free._value  # asyncio.Semaphore has no public reader
 
 
 def connect(settings: Settings) -> RedisClient:

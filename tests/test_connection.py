@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.connection import WaitingConnectionPool
-from broker.embedded import EmbeddedRedis
+from broker.embedded import EmbeddedRedis, free_port
 
 
 def client(server: EmbeddedRedis, wait_seconds: float) -> Redis:
@@ -44,5 +44,32 @@ async def test_a_command_fails_when_no_connection_frees_up_in_time(
             await redis.ping()
         await asyncio.gather(*held)
         assert await redis.ping() is True
+    finally:
+        await redis.aclose()
+
+
+async def test_failed_connects_leave_the_pool_as_it_was(redis_server: EmbeddedRedis) -> None:
+    """While Redis is down every command fails, and each gives back exactly what it took."""
+    pool = WaitingConnectionPool.from_url(
+        f"redis://127.0.0.1:{free_port()}",  # nothing listens there
+        max_connections=2,
+        wait_seconds=5.0,
+        socket_connect_timeout=0.2,
+    )
+    redis = Redis.from_pool(pool)
+    try:
+        for _ in range(5):
+            with pytest.raises(RedisConnectionError):
+                await redis.ping()
+        assert pool.free == 2
+        # Redis is back: with both connections busy, a third command still waits.
+        pool.connection_kwargs["port"] = redis_server.port
+        pool.reset()  # forget the connections made for the old port
+        held = [asyncio.create_task(redis.blpop(["nothing"], timeout=0.3)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert pool.free == 0
+        assert await redis.ping() is True
+        await asyncio.gather(*held)
+        assert pool.free == 2
     finally:
         await redis.aclose()
