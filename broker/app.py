@@ -151,11 +151,11 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
                 await client.aclose()
 
     seed_endpoint, released_endpoint = graphql_app(seed), graphql_app(released)
-    # POSTs to the GraphQL paths are answered by GraphQLEndpoint; these routes serve
-    # the explorer page (GET) and refuse other methods.
+    # POSTs to the GraphQL paths are answered by GraphQLEndpoint (which authenticates);
+    # these routes only serve the explorer page (GET) and refuse other methods.
     routes = [
-        Route("/graphql", seed_endpoint.ariadne, methods=["GET", "POST"]),
-        Route("/graphql/v{version:int}", released_endpoint.ariadne, methods=["GET", "POST"]),
+        Route("/graphql", seed_endpoint.ariadne, methods=["GET"]),
+        Route("/graphql/v{version:int}", released_endpoint.ariadne, methods=["GET"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/metrics", metrics_endpoint),

@@ -88,11 +88,13 @@ class GraphQLEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.endpoint(scope["path"])
+            endpoint = self.endpoint(route_path(scope))
         if endpoint is None:
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first of repeated headers, as Starlette
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self.refuse_size(send)
@@ -172,6 +174,15 @@ class GraphQLEndpoint:
     async def refuse_size(self, send: Send) -> None:
         message = f"Request body is larger than {self.max_bytes} bytes"
         await respond(send, 413, {"errors": [{"message": message}]})
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: without the `root_path` a proxy mounts it under."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) :][:1] in ("", "/"):
+        return path[len(root_path) :]
+    return path
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:

@@ -135,3 +135,13 @@ async def test_the_seed_path_has_its_own_documents(api: Api) -> None:
     )
     assert response.status_code == 400
     assert "errors" in response.json()
+
+
+async def test_graphql_under_a_root_path(api: Api) -> None:
+    """Behind a proxy that mounts the broker under a prefix (uvicorn --root-path)."""
+    transport = httpx.ASGITransport(app=api.app, root_path="/broker")
+    async with httpx.AsyncClient(transport=transport, base_url="http://b") as http:
+        for _ in range(2):  # via Ariadne, then on the fast path
+            response = await http.post("/broker/graphql/v25", json={"query": "{ __typename }"})
+            assert response.status_code == 200
+            assert response.json() == {"data": {"__typename": "Query"}}
