@@ -48,8 +48,11 @@ class Notifier:
         # listener -> owner -> unix ms until which it has nothing to fetch
         self._empty: dict[str, dict[str, int]] = {}
         self._subscribed = False
-        # Counts publications seen; a fetch that overlapped one is not remembered.
+        # Counts wake-ups and memory resets. A fetch remembers "empty" only if neither its
+        # listener was woken nor the memory reset since the fetch started (`sequence` then).
         self.sequence = 0
+        self._woken_at: dict[str, int] = {}  # listener -> sequence of its last wake-up
+        self._reset_at = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.closing = False  # shutting down: waits return at once
@@ -74,7 +77,9 @@ class Notifier:
         self, listener: UUID, owner: str, sequence: int, next_due_ms: int | None
     ) -> None:
         """A fetch that started at `sequence` found nothing; next back-off ends then."""
-        if not self._subscribed or sequence != self.sequence or self.empty_seconds <= 0:
+        if not self._subscribed or self.empty_seconds <= 0 or self._reset_at > sequence:
+            return
+        if self._woken_at.get(str(listener), -1) > sequence:
             return
         until_ms = int((time.time() + self.empty_seconds) * 1000)
         if next_due_ms is not None:
@@ -84,12 +89,18 @@ class Notifier:
         self._empty.setdefault(str(listener), {})[owner] = until_ms
 
     def forget_empty(self) -> None:
-        """Forget every listener remembered as empty."""
+        """Forget every listener remembered as empty, and what fetches now under way find."""
+        self.sequence += 1
+        self._reset_at = self.sequence
         self._empty.clear()
+        self._woken_at.clear()
 
     def _wake(self, listeners: Iterable[str]) -> None:
         self.sequence += 1
+        if len(self._woken_at) >= MAX_EMPTY:
+            self.forget_empty()
         for listener in listeners:
+            self._woken_at[listener] = self.sequence
             for woken in self._waiters.get(listener, ()):
                 woken.set()
             self._empty.pop(listener, None)
@@ -153,7 +164,8 @@ class Notifier:
                     if message is None:
                         continue
                     if message.get("type") == "subscribe":
-                        # Messages may have been missed before: start remembering afresh.
+                        # Messages may have been missed before (also when redis-py has
+                        # reconnected on its own): start remembering afresh.
                         self.forget_empty()
                         self._subscribed = True
                         continue

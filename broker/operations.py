@@ -263,8 +263,12 @@ class Broker:
     ) -> PendingEvent | None:
         deadline = time.monotonic() + min(wait or 0.0, self.settings.fetch_max_wait_seconds)
         owner = "" if caller.owner is None else str(caller.owner)
+        first = True
         while True:
-            empty_until_ms = self.notifier.empty_until(listener, owner)
+            # Only the first look may be answered from memory: a long poll's later looks
+            # follow a wake-up or a timed re-check (in case a wake-up was lost).
+            empty_until_ms = self.notifier.empty_until(listener, owner) if first else None
+            first = False
             if empty_until_ms is not None:
                 found = Fetched(None, next_due_ms=empty_until_ms)
             else:

@@ -11,12 +11,19 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.notify import Notifier
+from broker.operations import LONG_POLL_RECHECK_SECONDS
 from broker.store import IngestEntry
 from tests import clients
 from tests.clients import declare, send, settle
 from tests.conftest import BACK_OFF, Api
 
 pytestmark = pytest.mark.cluster
+
+LONG_POLL = """
+query LongPoll($listener: UUID!) {
+  event_fetch(filter: {listener: $listener, wait: 30}) { subject }
+}
+"""
 
 
 def state(api: Api) -> dict[str, Any]:
@@ -101,15 +108,47 @@ async def test_an_ended_back_off_is_not_hidden(backoff_api: Api) -> None:
     assert again is not None and again["token"] == first["token"]
 
 
-async def test_a_fetch_that_overlapped_a_wake_up_is_not_remembered(api: Api) -> None:
+async def test_a_fetch_that_overlapped_its_listeners_wake_up_is_not_remembered(api: Api) -> None:
     notifier = await subscribed(api)
     listener = UUID(await declare(api, "person", "racing"))
-    sequence = notifier.sequence  # the fetch starts...
-    await notifier.publish([listener])  # ...an event is published meanwhile...
-    notifier.remember_empty(listener, "", sequence, None)  # ...and the fetch found nothing
+    other = UUID(await declare(api, "person", "other"))
+    sequence = notifier.sequence  # the fetches start...
+    await notifier.publish([listener])  # ...an event is published for one meanwhile...
+    notifier.remember_empty(listener, "", sequence, None)  # ...and both found nothing
+    notifier.remember_empty(other, "", sequence, None)
     assert notifier.empty_until(listener, "") is None
+    assert notifier.empty_until(other, "") is not None  # its own answer still holds
     notifier.remember_empty(listener, "", notifier.sequence, None)
     assert notifier.empty_until(listener, "") is not None
+
+
+async def test_a_fetch_that_overlapped_the_subscription_is_not_remembered(redis: Redis) -> None:
+    """Wake-ups published before the subscription is up are lost: forget such answers."""
+    notifier = Notifier(redis, "channel", empty_seconds=30)
+    listener = UUID(int=2)
+    sequence = notifier.sequence  # a fetch starts before the subscription is up
+    notifier.start()
+    try:
+        for _ in range(200):
+            if notifier.subscribed:
+                break
+            await asyncio.sleep(0.01)
+        notifier.remember_empty(listener, "", sequence, None)  # and answers after it
+        assert notifier.empty_until(listener, "") is None
+    finally:
+        await notifier.stop()
+
+
+async def test_a_long_polls_timed_recheck_asks_redis(api: Api) -> None:
+    """Stored without a wake-up (one lost), an event still ends a long poll at its re-check."""
+    listener = await declare(api, "person", "lost")
+    await subscribed(api)
+    assert await clients.fetch(api, listener) is None  # remembered as empty
+    entry = IngestEntry(f"{int(time.time() * 1000)}-0", "mo", "person", "unannounced", 1)
+    assert await state(api)["store"].apply(UUID(listener), [entry]) == 1
+    poll = api.data(LONG_POLL, {"listener": listener})
+    event = (await asyncio.wait_for(poll, LONG_POLL_RECHECK_SECONDS + 3))["event_fetch"]
+    assert event is not None and event["subject"] == "unannounced"
 
 
 async def test_nothing_is_remembered_while_not_subscribed(redis: Redis) -> None:
