@@ -13,6 +13,7 @@ acknowledgement (see benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -131,9 +132,11 @@ class GraphQLEndpoint:
         extensions, middleware or root value (the broker uses none).
         """
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None  # Ariadne decodes with `json`, which accepts a little more
+            # The standard library's parser, as Starlette's `Request.json()` behind Ariadne:
+            # orjson would read integers beyond 64 bits as floats and so word errors apart.
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return None  # Ariadne answers those
         if not isinstance(data, dict):
             return None
         query, variables = data.get("query"), data.get("variables")

@@ -71,6 +71,11 @@ async def post_twice(api: Api, payload: Any, **kw: Any) -> tuple[httpx.Response,
                 "input": {"namespace": "mo", "routing_key": "r", "subject": "s", "priority": 0}
             },
         },
+        # An integer beyond 64 bits: an error that quotes it, as Python's json reads it.
+        {
+            "query": "query($l: Int) { event_namespaces(limit: $l) { objects { name } } }",
+            "variables": {"l": 2**64},
+        },
     ],
     ids=lambda payload: repr(payload)[:60],
 )
