@@ -145,8 +145,15 @@ class FanOut:
                 # wake-ups were never published.
                 applied_to.add(listener)
 
-        await asyncio.gather(*(apply(lst, topic, mine) for lst, (topic, mine) in work.items()))
+        outcomes = await asyncio.gather(
+            *(apply(lst, topic, mine) for lst, (topic, mine) in work.items()),
+            return_exceptions=True,
+        )
         # Wake long polls first: the events are stored, and this is the latency path.
+        # Also when one listener failed: the others' events are stored all the same.
         if self.notifier is not None:
             await self.notifier.publish(applied_to)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the batch stays unacknowledged and is done again
         await self.store.ack_ingest(shard, [entry.id for entry in entries])

@@ -319,8 +319,7 @@ class Broker:
         priorities: Sequence[int] | None,
     ) -> bool:
         selection = EventSelection(priorities=None if priorities is None else frozenset(priorities))
-        touched = await self._update(caller, "unsilence", listeners, selection, subjects)
-        await self.notifier.publish({event.listener for event in touched})
+        await self._update(caller, "unsilence", listeners, selection, subjects)
         return True
 
     async def rerun(
@@ -334,9 +333,7 @@ class Broker:
         selection = EventSelection(
             priorities=None if priorities is None else frozenset(priorities), silenced=silenced
         )
-        touched = await self._update(caller, "rerun", listeners, selection, subjects)
-        await self.notifier.publish({event.listener for event in touched})
-        return touched
+        return await self._update(caller, "rerun", listeners, selection, subjects)
 
     async def _update(
         self,
@@ -346,19 +343,28 @@ class Broker:
         selection: EventSelection,
         subjects: Sequence[str] | None,
     ) -> list[PendingEvent]:
-        """Apply `action` to matching events of the caller's (or, for admins, any) listeners."""
+        """Apply `action` to matching events of the caller's (or, for admins, any) listeners.
+
+        Unsilence and rerun make events fetchable: each listener is published (waking its
+        long polls) as soon as its own events are done, so a failure with a later one
+        leaves no stored change unannounced.
+        """
         touched: list[PendingEvent] = []
         for listener in await self._matching_listeners(listeners):
             if not self._may_manage(caller, listener):
                 continue
+            found: list[PendingEvent] = []
             if subjects is not None:
-                touched += await self.store.update(listener.uuid, action, selection, subjects)
-                continue
-            after = None
-            while keys := await self.store.order_keys(listener.uuid, after, _SCAN_BATCH):
-                batch = [key.split(":", 1)[1] for key in keys]
-                touched += await self.store.update(listener.uuid, action, selection, batch)
-                after = keys[-1]
+                found = await self.store.update(listener.uuid, action, selection, subjects)
+            else:
+                after = None
+                while keys := await self.store.order_keys(listener.uuid, after, _SCAN_BATCH):
+                    batch = [key.split(":", 1)[1] for key in keys]
+                    found += await self.store.update(listener.uuid, action, selection, batch)
+                    after = keys[-1]
+            if found and action != "silence":
+                await self.notifier.publish([listener.uuid])
+            touched += found
         return touched
 
     async def events(

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from broker.notify import Notifier
 from broker.operations import LONG_POLL_RECHECK_SECONDS
@@ -177,3 +178,29 @@ async def test_the_memory_can_be_turned_off(make_api: Any, monkeypatch: pytest.M
     for _ in range(3):
         assert await clients.fetch(api, listener) is None
     assert len(calls) == 3
+
+
+async def test_a_listener_whose_events_were_stored_is_woken_when_another_failed(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await declare(api, "person", "stored")
+    failing = UUID(await declare(api, "person", "failing"))
+    notifier = await subscribed(api)
+    assert await clients.fetch(api, stored) is None  # remembered as empty
+    store = state(api)["store"]
+    real_apply = store.apply
+
+    async def apply(listener: UUID, entries: Any) -> int:
+        if listener == failing:
+            raise RedisError("this listener's slot is unavailable")
+        return int(await real_apply(listener, entries))
+
+    monkeypatch.setattr(store, "apply", apply)
+    await send(api, "person", "s1")
+    for _ in range(200):
+        event = await clients.fetch(api, stored)
+        if event is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert event is not None and event["subject"] == "s1"
+    assert notifier.subscribed
