@@ -30,7 +30,7 @@ class Pipeliner:
         self.batching = not isinstance(redis, RedisCluster)
         self.queue: list[_Call] = []
         self.sending: set[asyncio.Task[None]] = set()
-        self.pipelines = self.pipelined_calls = 0  # for the benchmark's report
+        self.pipelines = self.pipelined_calls = 0  # pipelines sent, calls in them (for tests)
 
     def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
         """Queue `script(keys, args)`; the future gets its reply."""
@@ -49,33 +49,45 @@ class Pipeliner:
             task.add_done_callback(self.sending.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:
-            script, keys, args, _ = batch[0]
-            replies: list[Any] = [await _reply(script(keys=keys, args=args))]
-        elif not self.batching:
-            replies = await asyncio.gather(
-                *(_reply(script(keys=keys, args=args)) for script, keys, args, _ in batch)
-            )
-        else:
-            self.pipelines += 1
-            self.pipelined_calls += len(batch)
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for script, keys, args, _ in batch:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    replies = await pipe.execute(raise_on_error=False)
-            except Exception as error:  # the connection failed: every call did
-                replies = [error] * len(batch)
-            for i, (script, keys, args, _) in enumerate(batch):
-                if isinstance(replies[i], NoScriptError):  # Redis restarted: load and rerun
-                    replies[i] = await _reply(script(keys=keys, args=args))
+        batch = [call for call in batch if not call[3].done()]  # a cancelled caller's never runs
+        try:
+            replies = await self._replies(batch)
+        except BaseException:  # this task was cancelled (shutdown): so are its callers
+            for *_, future in batch:
+                future.cancel()
+            raise
         for (_, _, _, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # the request was cancelled
+            if future.done():  # the request was cancelled meanwhile
                 continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _replies(self, batch: list[_Call]) -> list[Any]:
+        """Each call's reply or exception, in order."""
+        if len(batch) == 1:
+            script, keys, args, _ = batch[0]
+            return [await _reply(script(keys=keys, args=args))]
+        if not self.batching:
+            return list(
+                await asyncio.gather(
+                    *(_reply(script(keys=keys, args=args)) for script, keys, args, _ in batch)
+                )
+            )
+        self.pipelines += 1
+        self.pipelined_calls += len(batch)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for script, keys, args, _ in batch:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except Exception as error:  # the connection failed: every call did
+            return [error] * len(batch)
+        for i, (script, keys, args, _) in enumerate(batch):
+            if isinstance(replies[i], NoScriptError):  # Redis restarted: load and rerun
+                replies[i] = await _reply(script(keys=keys, args=args))
+        return replies
 
 
 async def _reply(call: Any) -> Any:

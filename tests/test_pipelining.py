@@ -55,3 +55,13 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(redis: Redis) -> N
     first.cancel()
     assert await second == "2@{k}"
     assert await pipeliner.call(echo, ["{k}"], ["3"]) == "3@{k}"
+
+
+async def test_a_call_cancelled_before_it_is_sent_never_runs(redis: Redis) -> None:
+    pipeliner = Pipeliner(redis)
+    incr = redis.register_script("return redis.call('INCR', KEYS[1])")
+    cancelled = pipeliner.call(incr, ["{k}n"], [])
+    kept = pipeliner.call(incr, ["{k}n"], [])
+    cancelled.cancel()
+    assert await kept == 1
+    assert await redis.get("{k}n") == "1"
