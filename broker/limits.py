@@ -1,6 +1,7 @@
 """Refuse hostile GraphQL requests before any resolver runs: body size, document size and shape.
 
-Wiring: wrap the ASGI app in `BodySizeLimit`, and give Ariadne's `GraphQL`
+Wiring: wrap the ASGI app in `BodySizeLimit` (GraphQL POSTs are read by
+`broker/endpoint.py`, which enforces the same limit itself), and give Ariadne's `GraphQL`
 `http_handler=JSONOnlyHTTPHandler()`, `query_parser=query_parser()` (bounds parsing and
 validation work) and `validation_rules=validation_rules(settings)`. Turning introspection
 off is Ariadne's job: `GraphQL(introspection=False)` already refuses `__schema` and `__type`
