@@ -2,13 +2,13 @@
 
 Clients post the same few documents over and over (FastRAMQPI polls `event_fetch` and
 acknowledges each event), so most requests carry a document this endpoint has already
-seen parse and validate cleanly. Those run at once, as a compiled plan
-(broker/plans.py) or on graphql-core's executor, with the Ariadne-built schema, and are
-answered exactly as Ariadne would answer them (same body, same status). Everything else (a document's first sight, malformed bodies, validation
-errors) goes to Ariadne's own ASGI app with the buffered body, so Ariadne stays the
-reference for every edge of GraphQL over HTTP. Skipping Starlette's routing, its request
-objects and Ariadne's per-request set-up roughly halves the CPU of a fetch or an
-acknowledgement (see benchmarks/RESULTS.md).
+seen parse and validate cleanly. Those run at once, as a compiled plan (broker/plans.py)
+or on graphql-core's executor, with the Ariadne-built schema, and are answered exactly
+as Ariadne would answer them (same body, same status). Everything else (a document's
+first sight, malformed bodies, validation errors) goes to Ariadne's own ASGI app with
+the buffered body, so Ariadne stays the reference for every edge of GraphQL over HTTP.
+Skipping Starlette's routing, its request objects and Ariadne's per-request set-up
+roughly halves the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ waiter until its next timed re-check.
 The same messages keep a memory of listeners known to have nothing to fetch, so
 that an idle integration polling without `wait` costs no Redis call: a fetch that
 found nothing is remembered until the listener is published, its next back-off
-ends, or `empty_seconds` pass, whichever comes first. It is only kept while the
-subscription is up (a reconnect forgets everything, since messages may have been
-missed), and never from a fetch that raced with a message. A message published by
-another process reaches this one a fraction of a millisecond late; within that
-window, and for at most `empty_seconds` if a publish fails after its events were
-stored, a poll may still answer "nothing" while the event waits for the next one.
+ends, or `empty_seconds` pass, whichever comes first (by this host's clock). It is
+only kept while the subscription is up (a (re)subscription forgets everything, since
+messages may have been missed), and never from a fetch that overlapped a message for
+its listener. Only a poll's first look uses it: a long poll's later looks ask Redis.
+A message published by another process reaches this one a fraction of a millisecond
+late; within that window, and for at most `empty_seconds` if a publish fails after its
+events were stored, a poll may still answer "nothing" while the event waits for the
+next one.
 """
 
 from __future__ import annotations

@@ -345,26 +345,27 @@ class Broker:
     ) -> list[PendingEvent]:
         """Apply `action` to matching events of the caller's (or, for admins, any) listeners.
 
-        Unsilence and rerun make events fetchable: each listener is published (waking its
-        long polls) as soon as its own events are done, so a failure with a later one
-        leaves no stored change unannounced.
+        Unsilence and rerun make events fetchable: each batch is published (waking long
+        polls) as soon as it is stored, so a later failure leaves no change unannounced.
         """
         touched: list[PendingEvent] = []
+
+        async def update(listener: UUID, batch: Sequence[str]) -> None:
+            found = await self.store.update(listener, action, selection, batch)
+            if found and action != "silence":
+                await self.notifier.publish([listener])
+            touched.extend(found)
+
         for listener in await self._matching_listeners(listeners):
             if not self._may_manage(caller, listener):
                 continue
-            found: list[PendingEvent] = []
             if subjects is not None:
-                found = await self.store.update(listener.uuid, action, selection, subjects)
-            else:
-                after = None
-                while keys := await self.store.order_keys(listener.uuid, after, _SCAN_BATCH):
-                    batch = [key.split(":", 1)[1] for key in keys]
-                    found += await self.store.update(listener.uuid, action, selection, batch)
-                    after = keys[-1]
-            if found and action != "silence":
-                await self.notifier.publish([listener.uuid])
-            touched += found
+                await update(listener.uuid, subjects)
+                continue
+            after = None
+            while keys := await self.store.order_keys(listener.uuid, after, _SCAN_BATCH):
+                await update(listener.uuid, [key.split(":", 1)[1] for key in keys])
+                after = keys[-1]
         return touched
 
     async def events(
