@@ -28,7 +28,7 @@ from broker.documents import DocumentCache
 from broker.endpoint import GraphQLEndpoint, Schema
 from broker.fanout import FanOut
 from broker.keys import Keys
-from broker.limits import BodySizeLimit, JSONOnlyHTTPHandler, validation_rules
+from broker.limits import JSONOnlyHTTPHandler, validation_rules
 from broker.logs import RequestLog
 from broker.metrics import Metrics, read_snapshot
 from broker.models import Caller
@@ -169,8 +169,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         error_formatter=partial(format_error, metrics=metrics),
         max_bytes=settings.max_body_bytes,
     )
-    limit_body = Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    middleware = [Middleware(RequestLog), graphql_endpoint, limit_body]
+    middleware = [Middleware(RequestLog), graphql_endpoint]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.broker_state = state
     return app

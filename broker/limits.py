@@ -1,9 +1,9 @@
-"""Refuse hostile GraphQL requests before any resolver runs: body size, document size and shape.
+"""Refuse hostile GraphQL requests before any resolver runs: document size and shape.
 
-Wiring: wrap the ASGI app in `BodySizeLimit` (GraphQL POSTs are read by
-`broker/endpoint.py`, which enforces the same limit itself), and give Ariadne's `GraphQL`
-`http_handler=JSONOnlyHTTPHandler()`, `query_parser=query_parser()` (bounds parsing and
-validation work) and `validation_rules=validation_rules(settings)`. Turning introspection
+Wiring: give Ariadne's `GraphQL` `http_handler=JSONOnlyHTTPHandler()`,
+`query_parser=query_parser()` (bounds parsing and validation work) and
+`validation_rules=validation_rules(settings)`. The body size is enforced where bodies
+are read, in `broker/endpoint.py`. Turning introspection
 off is Ariadne's job: `GraphQL(introspection=False)` already refuses `__schema` and `__type`
 (in fragments too) and hides the explorer.
 
@@ -32,10 +32,7 @@ from graphql import (
     parse,
 )
 from graphql.validation import ASTValidationContext, ASTValidationRule
-from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.settings import Settings
 
@@ -49,65 +46,6 @@ MAX_FIELDS = 200
 MAX_DEFINITIONS = 20
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
-
-
-class _BodyTooLarge(Exception):
-    """Raised into the wrapped app when the body stream passes the limit (a 413 is already sent)."""
-
-
-class BodySizeLimit:
-    """ASGI middleware: answer 413 to a request body larger than `max_bytes`.
-
-    A declared Content-Length over the limit is refused before the app runs. Otherwise the
-    bytes are counted as the app reads them; the chunk that crosses the limit is never handed
-    over, so the app holds at most `max_bytes` of body.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdecimal() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-
-        received = 0
-        response_started = refused = False
-
-        async def receive_within_limit() -> Message:
-            nonlocal received, refused
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    if not response_started:
-                        await self._refuse(scope, receive, send)
-                        refused = True
-                    raise _BodyTooLarge
-            return message
-
-        async def send_unless_refused(message: Message) -> None:
-            nonlocal response_started
-            if refused:  # e.g. Starlette's 500 page for the _BodyTooLarge it saw go by
-                return
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive_within_limit, send_unless_refused)
-        except _BodyTooLarge:
-            if not refused:
-                raise
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = f"Request body is larger than {self.max_bytes} bytes"
-        response = JSONResponse({"errors": [{"message": message}]}, status_code=413)
-        await response(scope, receive, send)
 
 
 class JSONOnlyHTTPHandler(GraphQLHTTPHandler):

@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.endpoint import GraphQLEndpoint
+from broker.endpoint import GraphQLEndpoint, read_body
 from tests import clients
 from tests.clients import declare, send, settle
 from tests.conftest import Api
 
+LIMIT = 1024
 UNKNOWN = "c0000000-0000-4000-8000-00000000000c"
 TWO_OPERATIONS = """
 query One { event_namespaces { objects { name } } }
@@ -150,3 +151,41 @@ async def test_graphql_under_a_root_path(api: Api) -> None:
             response = await http.post("/broker/graphql/v25", json={"query": "{ __typename }"})
             assert response.status_code == 200
             assert response.json() == {"data": {"__typename": "Query"}}
+
+
+def receiver(body: bytes, chunk: int) -> tuple[Any, list[int]]:
+    """An ASGI `receive` handing over `body` in chunks; the list records what was taken."""
+    taken: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        start = sum(taken)
+        part = body[start : start + chunk]
+        taken.append(len(part))
+        return {"type": "http.request", "body": part, "more_body": start + chunk < len(body)}
+
+    return receive, taken
+
+
+@pytest.mark.parametrize("chunk", [LIMIT, 100])
+async def test_a_body_at_the_limit_is_read_whole(chunk: int) -> None:
+    receive, _ = receiver(b"x" * LIMIT, chunk)
+    assert await read_body(receive, LIMIT) == b"x" * LIMIT
+
+
+async def test_reading_stops_at_the_chunk_that_passes_the_limit() -> None:
+    receive, taken = receiver(b"x" * 10 * LIMIT, 100)
+    assert await read_body(receive, LIMIT) is None
+    assert sum(taken) <= LIMIT + 100
+
+
+async def test_a_body_at_the_limit_is_served_and_one_byte_more_is_refused(
+    make_api: Any,
+) -> None:
+    query = b'{"query": "{ __typename }"}'
+    query += b" " * (LIMIT - len(query))  # exactly at the limit
+    api = await make_api(max_body_bytes=LIMIT)
+    for body, status in ((query, 200), (query + b" ", 413)):
+        response = await api.http.post(
+            "/graphql/v25", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == status

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -16,13 +16,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from broker.limits import (
     MAX_DEFINITIONS,
     MAX_FIELDS,
     MAX_TOKENS,
-    BodySizeLimit,
     JSONOnlyHTTPHandler,
     query_parser,
     validation_rules,
@@ -35,7 +34,6 @@ type Node { name: String!  child: Node!  children(limit: Int): [Node!]! }
 type Mutation { record(note: String): Boolean! }
 """
 
-LIMIT = 1024
 WRITE = 'mutation Write { record(note: "x") }'
 
 Post = Callable[..., Awaitable[httpx.Response]]
@@ -67,7 +65,7 @@ def make_app(calls: list[str], **overrides: Any) -> ASGIApp:
         introspection=settings.introspection,
     )
     routes = [Route("/graphql", graphql, methods=["GET", "POST"])]
-    return BodySizeLimit(Starlette(routes=routes), settings.max_body_bytes)
+    return Starlette(routes=routes)
 
 
 @pytest.fixture
@@ -94,100 +92,8 @@ def post(make_post: Callable[..., Post]) -> Post:
     return make_post()
 
 
-@pytest.fixture
-def small_post(make_post: Callable[..., Post]) -> Post:
-    return make_post(max_body_bytes=LIMIT)
-
-
 def errors(response: httpx.Response) -> list[str]:
     return [error["message"] for error in response.json()["errors"]]
-
-
-async def chunks(total: int, size: int = 100) -> AsyncIterator[bytes]:
-    for start in range(0, total, size):
-        yield b"x" * min(size, total - start)
-
-
-# The body
-
-
-async def test_declared_body_over_the_limit_is_refused_with_413(
-    small_post: Post, calls: list[str]
-) -> None:
-    response = await small_post(json={"query": WRITE, "variables": {"pad": "x" * LIMIT}})
-
-    assert response.status_code == 413
-    assert errors(response) == [f"Request body is larger than {LIMIT} bytes"]
-    assert calls == []
-
-
-async def test_streamed_body_over_the_limit_is_refused_with_413(
-    small_post: Post, calls: list[str]
-) -> None:
-    response = await small_post(
-        content=chunks(LIMIT + 1), headers={"content-type": "application/json"}
-    )
-
-    assert "content-length" not in response.request.headers
-    assert response.status_code == 413
-    assert errors(response) == [f"Request body is larger than {LIMIT} bytes"]
-    assert calls == []
-
-
-class Echo:
-    """An ASGI app that answers with the body it read."""
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        more_body = True
-        while more_body:
-            message = await receive()
-            self.received += message.get("body", b"")
-            more_body = message.get("more_body", False)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": self.received})
-
-
-async def echo_post(echo: Echo, content: Any) -> httpx.Response:
-    transport = httpx.ASGITransport(BodySizeLimit(echo, LIMIT))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        return await client.post("/", content=content)
-
-
-@pytest.mark.parametrize("streamed", [False, True])
-async def test_body_at_the_limit_reaches_the_app_whole(streamed: bool) -> None:
-    echo = Echo()
-    response = await echo_post(echo, chunks(LIMIT) if streamed else b"x" * LIMIT)
-
-    assert response.status_code == 200
-    assert response.content == b"x" * LIMIT
-
-
-async def test_app_never_holds_more_than_the_limit() -> None:
-    echo = Echo()
-    response = await echo_post(echo, chunks(10 * LIMIT))
-
-    assert response.status_code == 413
-    assert len(echo.received) <= LIMIT
-
-
-async def test_other_scopes_pass_through() -> None:
-    seen: list[str] = []
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        seen.append(scope["type"])
-
-    async def nothing() -> Message:
-        return {}
-
-    async def ignore(message: Message) -> None:
-        pass
-
-    await BodySizeLimit(app, LIMIT)({"type": "lifespan"}, nothing, ignore)
-
-    assert seen == ["lifespan"]
 
 
 # Malformed requests: Ariadne's answers, and the ones JSONOnlyHTTPHandler adds
