@@ -3,13 +3,16 @@
 Clients send the same few documents with different variables, and validating
 even a small document costs milliseconds, most of a request's CPU. Parsing and
 validation depend only on the text (and the schema, fixed per endpoint), so the
-result is reused; variables are still coerced on every request.
+result is reused; variables are still coerced on every request. A document that
+validated cleanly is kept `Prepared`, with its compiled plan (broker/plans.py) when
+it is simple enough for one.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -24,8 +27,24 @@ from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
 from broker.limits import query_parser
+from broker.plans import Plan, compile_plan
 
 MAX_DOCUMENTS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A document that parsed and validated cleanly, and its plan if it is simple."""
+
+    document: DocumentNode
+    plan: Plan | None
+
+
+@dataclass(slots=True)
+class _Validated:
+    document: DocumentNode  # kept, so that a recycled id(document) cannot match
+    errors: list[GraphQLError]
+    prepared: Prepared | None
 
 
 class DocumentCache:
@@ -35,8 +54,7 @@ class DocumentCache:
         self.max_documents = max_documents
         self._parse = query_parser()
         self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
-        # Keyed by id(document); the document is kept too, so a recycled id cannot match.
-        self._validated: dict[int, tuple[DocumentNode, list[GraphQLError]]] = {}
+        self._validated: dict[int, _Validated] = {}  # by id(document)
 
     def parse(self, context: Any, data: dict[str, Any]) -> DocumentNode:
         text = data["query"]
@@ -51,25 +69,17 @@ class DocumentCache:
             self._validated.pop(id(evicted), None)
         return document
 
-    def prepared(self, text: str) -> DocumentNode | None:
-        """The document of `text` if it has been parsed and validated without errors.
+    def prepared(self, text: str) -> Prepared | None:
+        """What `text` parsed to, if it has been validated without errors.
 
         Documents with a subscription are never prepared (the broker serves none).
         """
         document = self._documents.get(text)
-        if document is None:
-            return None
-        known = self._validated.get(id(document))
-        if known is None or known[0] is not document or known[1]:
-            return None
-        if any(
-            isinstance(definition, OperationDefinitionNode)
-            and definition.operation is OperationType.SUBSCRIPTION
-            for definition in document.definitions
-        ):
+        known = None if document is None else self._validated.get(id(document))
+        if known is None or known.document is not document or known.prepared is None:
             return None
         self._documents.move_to_end(text)
-        return document
+        return known.prepared
 
     def validate(
         self,
@@ -80,9 +90,20 @@ class DocumentCache:
         type_info: TypeInfo | None = None,  # part of Ariadne's protocol; graphql-core 3.3 drops it
     ) -> list[GraphQLError]:
         known = self._validated.get(id(document_ast))
-        if known is not None and known[0] is document_ast:
-            return known[1]
+        if known is not None and known.document is document_ast:
+            return known.errors
         found = validate(schema, document_ast, rules=rules, max_errors=max_errors)
         if any(doc is document_ast for doc in self._documents.values()):
-            self._validated[id(document_ast)] = (document_ast, found)
+            prepared = None
+            if not found and not _subscribes(document_ast):
+                prepared = Prepared(document_ast, compile_plan(schema, document_ast))
+            self._validated[id(document_ast)] = _Validated(document_ast, found, prepared)
         return found
+
+
+def _subscribes(document: DocumentNode) -> bool:
+    return any(
+        isinstance(definition, OperationDefinitionNode)
+        and definition.operation is OperationType.SUBSCRIPTION
+        for definition in document.definitions
+    )

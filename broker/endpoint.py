@@ -16,19 +16,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any
 
 import orjson
 from ariadne.graphql import handle_graphql_errors, handle_query_result
 from ariadne.types import ErrorFormatter
-from graphql import DocumentNode, ExecutionResult, GraphQLError, GraphQLSchema, execute
+from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import errors
-from broker.documents import MAX_DOCUMENTS, DocumentCache
-from broker.plans import Plan, compile_plan
+from broker.documents import DocumentCache
 
 JSON = b"application/json"
 # The released API's paths; "/graphql" itself is the seed's.
@@ -42,16 +41,6 @@ class Schema:
     schema: GraphQLSchema
     documents: DocumentCache
     ariadne: ASGIApp
-    # id(document) -> (document, its plan or None); the document is kept so ids stay unique
-    plans: dict[int, tuple[DocumentNode, Plan | None]] = field(default_factory=dict)
-
-    def plan(self, document: DocumentNode) -> Plan | None:
-        known = self.plans.get(id(document))
-        if known is None or known[0] is not document:
-            if len(self.plans) >= MAX_DOCUMENTS:
-                self.plans.clear()
-            known = self.plans[id(document)] = (document, compile_plan(self.schema, document))
-        return known[1]
 
 
 class GraphQLEndpoint:
@@ -145,8 +134,8 @@ class GraphQLEndpoint:
             return None
         if not (operation_name is None or isinstance(operation_name, str)):
             return None
-        document = endpoint.documents.prepared(query)
-        if document is None:
+        prepared = endpoint.documents.prepared(query)
+        if prepared is None:
             return None
         options: dict[str, Any] = {
             "logger": None,
@@ -154,14 +143,15 @@ class GraphQLEndpoint:
             "debug": False,
         }
         context = self.context(principal)
-        plan = endpoint.plan(document)
         try:
-            if plan is not None:
-                result = await plan.run(endpoint.schema, context, variables, operation_name)
+            if prepared.plan is not None:
+                result = await prepared.plan.run(
+                    endpoint.schema, context, variables, operation_name
+                )
             else:
                 executed = execute(
                     endpoint.schema,
-                    document,
+                    prepared.document,
                     context_value=context,
                     variable_values=variables,
                     operation_name=operation_name,
