@@ -749,6 +749,12 @@ FULL = Config(
 )
 
 
+async def backlog_cycles(env: Env, cfg: Config, clients: int, listener: str) -> Run:
+    """GraphQL fetch+ack cycles on the 100k backlog (never more than half of it)."""
+    ops = graphql_cycle_ops(env, listener)
+    return await closed_loop(env, clients, cfg.phase, min(cfg.max_ops, cfg.backlog // 2), ops)
+
+
 async def bench_cycles(env: Env, cfg: Config, rep: Report, main_listener: str) -> dict[str, Run]:
     runs: dict[str, Run] = {}
     typename = body(TYPENAME_DOC)
@@ -765,13 +771,7 @@ async def bench_cycles(env: Env, cfg: Config, rep: Report, main_listener: str) -
             raw_cycle_ops(env, "bench:raw"),
         )
         await env.top_up(main_listener, cfg.backlog, "top")
-        runs[f"gql{clients}"] = await closed_loop(
-            env,
-            clients,
-            cfg.phase,
-            min(cfg.max_ops, cfg.backlog // 2),
-            graphql_cycle_ops(env, main_listener),
-        )
+        runs[f"gql{clients}"] = await backlog_cycles(env, cfg, clients, main_listener)
         for name in ("typename", "raw", "gql"):
             r = runs[f"{name}{clients}"]
             p50, p99 = 1000 * pct(r.latencies, 0.5), 1000 * pct(r.latencies, 0.99)
@@ -1380,13 +1380,7 @@ async def bench_workers(
     # 32 keep-alive connections fell on them (each stays with the worker that accepted it).
     workers = process_tree(env.broker_pid)[1:]
     before = [cpu_seconds([pid]) for pid in workers]
-    gql = await closed_loop(
-        env,
-        32,
-        cfg.phase,
-        min(cfg.max_ops, cfg.backlog // 2),
-        graphql_cycle_ops(env, main_listener),
-    )
+    gql = await backlog_cycles(env, cfg, 32, main_listener)
     split = ", ".join(
         f"{100 * (cpu_seconds([pid]) - b) / gql.seconds:.0f}%"
         for pid, b in zip(workers, before, strict=True)
@@ -1422,13 +1416,7 @@ async def bench_workers(
     env.stop_broker()
     await env.start_broker(workers=1, processes=2)
     await env.top_up(main_listener, cfg.backlog, "top3")
-    pair = await closed_loop(
-        env,
-        32,
-        cfg.phase,
-        min(cfg.max_ops, cfg.backlog // 2),
-        graphql_cycle_ops(env, main_listener),
-    )
+    pair = await backlog_cycles(env, cfg, 32, main_listener)
     rep.detail(f"two processes: fetch+ack x32 {pair.rate:,.0f} cycles/s ({pair.usage.pct()})")
     rep.add(
         Row(

@@ -32,8 +32,9 @@ def state(api: Api) -> dict[str, Any]:
     return state
 
 
-async def subscribed(api: Api) -> Notifier:
-    notifier: Notifier = state(api)["notifier"]
+async def subscribed(to: Api | Notifier) -> Notifier:
+    """The app's (or this) notifier, once its subscription is up."""
+    notifier: Notifier = to if isinstance(to, Notifier) else state(to)["notifier"]
     for _ in range(200):
         if notifier.subscribed:
             return notifier
@@ -54,15 +55,17 @@ def count_store_fetches(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[UUID]
     return calls
 
 
-async def test_polls_of_an_idle_listener_do_not_reach_redis(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("cache_seconds", "redis_fetches"), [(30, 1), (0, 5)])
+async def test_polls_of_an_idle_listener_reach_redis_once_unless_the_memory_is_off(
+    make_api: Any, monkeypatch: pytest.MonkeyPatch, cache_seconds: float, redis_fetches: int
 ) -> None:
+    api = await make_api(fetch_empty_cache_seconds=cache_seconds)
     listener = await declare(api, "person", "idle")
     await subscribed(api)
     calls = count_store_fetches(api, monkeypatch)
     for _ in range(5):
         assert await clients.fetch(api, listener) is None
-    assert len(calls) == 1
+    assert len(calls) == redis_fetches
 
 
 async def test_an_event_sent_after_an_empty_poll_is_fetched_at_once(api: Api) -> None:
@@ -130,10 +133,7 @@ async def test_a_fetch_that_overlapped_the_subscription_is_not_remembered(redis:
     sequence = notifier.sequence  # a fetch starts before the subscription is up
     notifier.start()
     try:
-        for _ in range(200):
-            if notifier.subscribed:
-                break
-            await asyncio.sleep(0.01)
+        await subscribed(notifier)
         notifier.remember_empty(listener, "", sequence, None)  # and answers after it
         assert notifier.empty_until(listener, "") is None
     finally:
@@ -159,25 +159,12 @@ async def test_nothing_is_remembered_while_not_subscribed(redis: Redis) -> None:
     assert notifier.empty_until(listener, "") is None
     notifier.start()
     try:
-        for _ in range(200):
-            if notifier.subscribed:
-                break
-            await asyncio.sleep(0.01)
+        await subscribed(notifier)
         notifier.remember_empty(listener, "", notifier.sequence, None)
         assert notifier.empty_until(listener, "") is not None
     finally:
         await notifier.stop()
     assert notifier.empty_until(listener, "") is None  # the subscription ended: forgotten
-
-
-async def test_the_memory_can_be_turned_off(make_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    api = await make_api(fetch_empty_cache_seconds=0)
-    listener = await declare(api, "person", "idle")
-    await subscribed(api)
-    calls = count_store_fetches(api, monkeypatch)
-    for _ in range(3):
-        assert await clients.fetch(api, listener) is None
-    assert len(calls) == 3
 
 
 async def test_a_listener_whose_events_were_stored_is_woken_when_another_failed(
