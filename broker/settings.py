@@ -32,7 +32,8 @@ def _split_list(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
+    # Infinite or NaN durations pass `ge=0` checks and then fail at run time.
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore", allow_inf_nan=False)
 
     # Storage
     redis_url: str | None = Field(

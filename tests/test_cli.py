@@ -26,10 +26,19 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_bad_setting_stops_start_up_with_one_clear_line() -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BROKER_RETRY_MIN_SECONDS", "soon"),
+        ("BROKER_RETRY_MAX_SECONDS", "inf"),  # not a number of seconds
+        ("BROKER_FETCH_EMPTY_CACHE_SECONDS", "inf"),
+        ("BROKER_FETCH_MAX_WAIT_SECONDS", "nan"),
+    ],
+)
+def test_bad_setting_stops_start_up_with_one_clear_line(name: str, value: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "broker", "serve"],
-        env=broker_env(BROKER_RETRY_MIN_SECONDS="soon"),
+        env=broker_env(**{name: value}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -37,7 +46,7 @@ def test_bad_setting_stops_start_up_with_one_clear_line() -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert "BROKER_RETRY_MIN_SECONDS" in lines[0] and "soon" in lines[0]
+    assert name in lines[0] and value in lines[0]
 
 
 def test_without_redis_url_it_runs_an_embedded_server_and_a_restart_loses_nothing(
