@@ -1,10 +1,10 @@
-#!/usr/bin/env python
-"""Profile the broker under the idle-listener load of run.py (py-spy), standalone.
+"""Profile the broker under the idle-listener load (py-spy), standalone.
 
-    python benchmarks/idle_profile.py [seconds]
+    python -m benchmarks.idle_profile [seconds]
 
-Own Valkey + broker (as run.py), 1,000 listeners in `mo`, FastRAMQPI's FetchEvent for each
-once every 5 s (200 req/s, run.py's `paced_polls`), `py-spy record` of the broker meanwhile;
+Own Valkey + broker (as `python -m benchmarks`), 1,000 listeners in `mo`, FastRAMQPI's
+FetchEvent for each once every 5 s (200 req/s, the idle phase's `paced_polls`), `py-spy
+record` of the broker meanwhile;
 prints the CPU split, Redis' commandstats per fetch, two `py-spy dump`s and the profile table.
 """
 
@@ -17,8 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run
+from benchmarks.client import FETCH_DOC, body
+from benchmarks.environment import Env, commandstats
+from benchmarks.phases.idle import IDLE_LISTENERS, paced_polls
+from benchmarks.profile import summarize_profile
 
 
 def no_event(data: Any) -> None:
@@ -28,13 +30,13 @@ def no_event(data: Any) -> None:
 async def main(seconds: float) -> None:
     pyspy = str(Path(sys.executable).parent / "py-spy")
     workdir = Path(tempfile.mkdtemp(prefix="broker-idle-prof-"))
-    env = run.Env(workdir)
+    env = Env(workdir)
     try:
         await env.start_redis()
         await env.start_broker()
-        listeners = await env.declare_listeners("idle", run.IDLE_LISTENERS, namespace="mo")
-        fetches = [run.body(run.FETCH_DOC, {"listener": x}) for x in listeners]
-        await run.paced_polls(env, fetches, 3, no_event, meter=False)
+        listeners = await env.declare_listeners("idle", IDLE_LISTENERS, namespace="mo")
+        fetches = [body(FETCH_DOC, {"listener": x}) for x in listeners]
+        await paced_polls(env, fetches, 3, no_event, meter=False)
         out = workdir / "profile.txt"
         await env.r.config_resetstat()
         proc = await asyncio.create_subprocess_exec(
@@ -43,16 +45,16 @@ async def main(seconds: float) -> None:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         await asyncio.sleep(0.5)
-        polled = await run.paced_polls(env, fetches, seconds, no_event)
+        polled = await paced_polls(env, fetches, seconds, no_event)
         await proc.communicate()
-        stats = await run.commandstats(env)
+        stats = await commandstats(env)
         print(f"{polled.sent} FetchEvent polls in {polled.seconds:.1f}s; {polled.usage.pct()}")
         per = {k: (c / polled.sent, us / polled.sent) for k, (c, us) in stats.items() if c}
         print(
             "Redis per fetch (calls, µs):",
             ", ".join(f"{k} {c:.2f} {us:.1f}" for k, (c, us) in per.items()),
         )
-        background = asyncio.create_task(run.paced_polls(env, fetches, 3, no_event, meter=False))
+        background = asyncio.create_task(paced_polls(env, fetches, 3, no_event, meter=False))
         await asyncio.sleep(1)
         for _ in range(2):
             dump = await asyncio.create_subprocess_exec(
@@ -61,7 +63,7 @@ async def main(seconds: float) -> None:
             print((await dump.communicate())[0].decode())
             await asyncio.sleep(0.5)
         await background
-        print(run.summarize_profile(out.read_text(), seconds, 100))
+        print(summarize_profile(out.read_text(), seconds, 100))
     finally:
         await env.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Broker benchmarks: `python -m benchmarks [--quick]`; see benchmarks/README.md."""

@@ -1,0 +1,1 @@
+"""The phases of a run, each a module with `async def run(ctx: Context) -> None`."""

@@ -1,0 +1,54 @@
+"""`python -m benchmarks.variants NAME serve …`: the broker with one named piece swapped out.
+
+The "earn it or delete it" phase runs the broker as shipped against the broker without
+one piece, in the same run. A variant changes the piece in this process before the app
+is built (uvicorn with `--workers 1` builds it here), so the product carries no switch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from broker import cli
+
+
+def no_plans() -> None:
+    """Documents keep their cache, but no document gets a compiled plan (broker/plans.py)."""
+    from broker import documents
+
+    def never(*args: Any) -> None:
+        return None
+
+    setattr(documents, "compile_plan", never)  # noqa: B010 (typed: a stand-in of another type)
+
+
+def blocking_pool() -> None:
+    """redis-py's BlockingConnectionPool(timeout=…) instead of WaitingConnectionPool."""
+    from redis.asyncio import BlockingConnectionPool
+
+    from broker import connection
+
+    class Blocking(BlockingConnectionPool):
+        def __init__(self, *args: Any, wait_seconds: float, **kwargs: Any) -> None:
+            kwargs["timeout"] = wait_seconds
+            super().__init__(*args, **kwargs)
+
+    setattr(connection, "WaitingConnectionPool", Blocking)  # noqa: B010 (as above)
+
+
+VARIANTS: dict[str, Callable[[], None]] = {
+    "no-plans": no_plans,
+    "blocking-pool": blocking_pool,
+}
+
+
+def main() -> None:
+    name, argv = sys.argv[1], sys.argv[2:]
+    VARIANTS[name]()
+    cli.main(argv)
+
+
+if __name__ == "__main__":
+    main()
