@@ -4,18 +4,26 @@ Everything that logs through the standard library (uvicorn, redis-py, our module
 goes through the same structlog renderer. Event subjects are never logged above
 DEBUG: requests are logged by method, path and status only, and GraphQL errors
 (whose messages can quote variables) reach the log at DEBUG only.
+
+The request line is the one written for every request, so in JSON it skips structlog's
+processor chain and the standard library's records: `RequestLines` renders the same
+fields with orjson and writes the lines of one event-loop turn together.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import itertools
 import logging
 import os
 import re
 import sys
 import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
+import orjson
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +45,69 @@ requests_log = structlog.stdlib.get_logger("broker.requests")
 _stdlib_requests_log = logging.getLogger("broker.requests")
 
 
+def _orjson_text(data: Any, **kwargs: Any) -> str:
+    return orjson.dumps(data, default=str).decode()
+
+
+class RequestLines:
+    """JSON request lines, rendered by orjson and written once per event-loop turn.
+
+    A line costs a few microseconds instead of structlog's chain, a LogRecord and a write
+    system call each: under load, the lines of every request that finished in one turn
+    go out in one write, at the end of that turn (or at once outside an event loop).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, level: str, request_id: str, **fields: Any) -> None:
+        fields["event"] = "request"
+        fields["request_id"] = request_id
+        fields["level"] = level
+        fields["logger"] = "broker.requests"
+        # As structlog's TimeStamper(fmt="iso", utc=True).
+        fields["timestamp"] = datetime.now(UTC).isoformat()[:-6] + "Z"
+        self._pending.append(orjson.dumps(fields, default=str) + b"\n")
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:
+            self.flush()
+        else:
+            self._scheduled = True
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        binary = getattr(self.stream, "buffer", None)
+        if binary is not None:
+            self.stream.flush()  # whatever the standard library's handler wrote comes first
+            binary.write(data)
+            binary.flush()
+        else:
+            self.stream.write(data.decode())
+            self.stream.flush()
+
+
+# Set by `configure` for the JSON format; None: request lines go through structlog.
+_request_lines: RequestLines | None = None
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler: request lines still waiting for their turn's end go out first."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _request_lines is not None:
+            _request_lines.flush()
+        super().emit(record)
+
+
 class _OnlyAtDebug(logging.Filter):
     """Turn a logger's records into DEBUG records, dropped unless DEBUG is on."""
 
@@ -54,8 +125,17 @@ def configure(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: list[Any]
+    global _request_lines
+    if _request_lines is not None:
+        _request_lines.flush()
+    _request_lines = None
     if settings.log_format is LogFormat.JSON:
-        renderer = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        renderer = [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=_orjson_text),
+        ]
+        _request_lines = RequestLines(sys.stderr)
+        atexit.register(_request_lines.flush)
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(
@@ -68,7 +148,7 @@ def configure(settings: Settings) -> None:
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
@@ -124,7 +204,18 @@ class RequestLog:
             # The stdlib logger would drop the line anyway; checking first skips structlog's
             # processor chain (timestamp formatting and all), ~20 us per request.
             try:
-                if _stdlib_requests_log.isEnabledFor(level):
+                if not _stdlib_requests_log.isEnabledFor(level):
+                    pass
+                elif _request_lines is not None:
+                    _request_lines.write(
+                        "debug" if level == logging.DEBUG else "info",
+                        request_id,
+                        method=scope["method"],
+                        path=path,
+                        status=status,
+                        duration_ms=round((time.perf_counter() - start) * 1000, 1),
+                    )
+                else:
                     requests_log.log(
                         level,
                         "request",
