@@ -108,6 +108,7 @@ class Broker:
         self.store = store
         self.settings = settings
         self.notifier = notifier
+        self.empty = notifier.empty  # listeners known to have nothing to fetch
         self.metrics = metrics or Metrics()
         # Metric labels of listeners (fixed for a uuid's lifetime), looked up on first ack.
         self._labels: dict[UUID, tuple[str, str, str, str]] = {}
@@ -267,17 +268,17 @@ class Broker:
         while True:
             # Only the first look may be answered from memory: a long poll's later looks
             # follow a wake-up or a timed re-check (in case a wake-up was lost).
-            empty_until_ms = self.notifier.empty_until(listener, owner) if first else None
+            empty_until_ms = self.empty.empty_until(listener, owner) if first else None
             first = False
             if empty_until_ms is not None:
                 found = Fetched(None, next_due_ms=empty_until_ms)
             else:
-                sequence = self.notifier.sequence
+                mark = self.empty.start()
                 found = await self.store.fetch(
                     listener, caller.owner, self.retry_min_ms, self.retry_max_ms
                 )
                 if found.event is None and found.owned:
-                    self.notifier.remember_empty(listener, owner, sequence, found.next_due_ms)
+                    self.empty.remember(listener, owner, mark, found.next_due_ms)
             remaining = deadline - time.monotonic()
             if found.event is not None or not found.owned or remaining <= 0:
                 return found.event
@@ -385,7 +386,7 @@ class Broker:
         if cursor is not None:
             key = cursors.decode(cursor)
             if len(key) != 2:
-                raise ValueError(cursors.PARSE_ERROR)
+                raise errors.InvalidCursor()
             after_listener, after_key = key
         visible = sorted(
             (

@@ -276,7 +276,7 @@ class BrokerMatchesModel(RuleBasedStateMachine):
         # A broker process remembers listeners with nothing to fetch until their next
         # back-off ends by its own clock (at most BROKER_FETCH_EMPTY_CACHE_SECONDS): skip
         # that wait, as if it had passed.
-        self.system.broker.notifier.forget_empty()
+        self.system.broker.notifier.empty.forget()
 
     @rule(user_key=USER_KEYS, delete_pending_events=st.booleans())
     def delete(self, user_key: str, delete_pending_events: bool) -> None:

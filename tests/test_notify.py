@@ -116,26 +116,26 @@ async def test_a_fetch_that_overlapped_its_listeners_wake_up_is_not_remembered(a
     notifier = await subscribed(api)
     listener = UUID(await declare(api, "person", "racing"))
     other = UUID(await declare(api, "person", "other"))
-    sequence = notifier.sequence  # the fetches start...
+    sequence = notifier.empty.start()  # the fetches start...
     await notifier.publish([listener])  # ...an event is published for one meanwhile...
-    notifier.remember_empty(listener, "", sequence, None)  # ...and both found nothing
-    notifier.remember_empty(other, "", sequence, None)
-    assert notifier.empty_until(listener, "") is None
-    assert notifier.empty_until(other, "") is not None  # its own answer still holds
-    notifier.remember_empty(listener, "", notifier.sequence, None)
-    assert notifier.empty_until(listener, "") is not None
+    notifier.empty.remember(listener, "", sequence, None)  # ...and both found nothing
+    notifier.empty.remember(other, "", sequence, None)
+    assert notifier.empty.empty_until(listener, "") is None
+    assert notifier.empty.empty_until(other, "") is not None  # its own answer still holds
+    notifier.empty.remember(listener, "", notifier.empty.start(), None)
+    assert notifier.empty.empty_until(listener, "") is not None
 
 
 async def test_a_fetch_that_overlapped_the_subscription_is_not_remembered(redis: Redis) -> None:
     """Wake-ups published before the subscription is up are lost: forget such answers."""
     notifier = Notifier(redis, "channel", empty_seconds=30)
     listener = UUID(int=2)
-    sequence = notifier.sequence  # a fetch starts before the subscription is up
+    sequence = notifier.empty.start()  # a fetch starts before the subscription is up
     notifier.start()
     try:
         await subscribed(notifier)
-        notifier.remember_empty(listener, "", sequence, None)  # and answers after it
-        assert notifier.empty_until(listener, "") is None
+        notifier.empty.remember(listener, "", sequence, None)  # and answers after it
+        assert notifier.empty.empty_until(listener, "") is None
     finally:
         await notifier.stop()
 
@@ -155,16 +155,16 @@ async def test_a_long_polls_timed_recheck_asks_redis(api: Api) -> None:
 async def test_nothing_is_remembered_while_not_subscribed(redis: Redis) -> None:
     notifier = Notifier(redis, "channel", empty_seconds=30)
     listener = UUID(int=1)
-    notifier.remember_empty(listener, "", notifier.sequence, None)
-    assert notifier.empty_until(listener, "") is None
+    notifier.empty.remember(listener, "", notifier.empty.start(), None)
+    assert notifier.empty.empty_until(listener, "") is None
     notifier.start()
     try:
         await subscribed(notifier)
-        notifier.remember_empty(listener, "", notifier.sequence, None)
-        assert notifier.empty_until(listener, "") is not None
+        notifier.empty.remember(listener, "", notifier.empty.start(), None)
+        assert notifier.empty.empty_until(listener, "") is not None
     finally:
         await notifier.stop()
-    assert notifier.empty_until(listener, "") is None  # the subscription ended: forgotten
+    assert notifier.empty.empty_until(listener, "") is None  # the subscription ended: forgotten
 
 
 async def test_a_listener_whose_events_were_stored_is_woken_when_another_failed(
