@@ -97,8 +97,11 @@ def _serialize_uuid(value: UUID) -> str:
 @uuid_scalar.value_parser
 def _parse_uuid(value: Any) -> UUID:
     if not isinstance(value, str):
-        raise ValueError("UUID must be a string")
-    return UUID(value)
+        raise errors.InvalidUUID()
+    try:
+        return UUID(value)
+    except ValueError:
+        raise errors.InvalidUUID() from None
 
 
 token_scalar = ScalarType("EventToken")

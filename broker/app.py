@@ -56,9 +56,8 @@ def format_error(
         if metrics is not None:
             metrics.redis_errors.labels("api").inc()
         error = GraphQLError(str(errors.StorageUnavailable()), path=error.path)
-    elif original is not None and not isinstance(
-        original, (GraphQLError, errors.BrokerError, ValueError)
-    ):
+    elif original is not None and not isinstance(original, (GraphQLError, errors.BrokerError)):
+        # A ValueError (or anything else) from a bug must not show its text to users.
         log.error("internal error in %s", error.path, exc_info=original)
         error = GraphQLError("Internal server error", path=error.path)
     return dict(error.formatted)

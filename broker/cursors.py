@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 
-PARSE_ERROR = "Could not parse Cursor"
+from broker.errors import InvalidCursor
 
 
 def encode(key: list[str]) -> str:
@@ -15,12 +15,12 @@ def encode(key: list[str]) -> str:
 
 def decode(value: object) -> list[str]:
     if not isinstance(value, str):
-        raise ValueError(PARSE_ERROR)
+        raise InvalidCursor()
     try:
         key = json.loads(base64.urlsafe_b64decode(value.encode("ascii")))
     except (ValueError, UnicodeError, binascii.Error, RecursionError) as error:
         # RecursionError: a cursor of "[[[[..." nested past Python's recursion limit.
-        raise ValueError(PARSE_ERROR) from error
+        raise InvalidCursor() from error
     if not isinstance(key, list) or not all(isinstance(part, str) for part in key):
-        raise ValueError(PARSE_ERROR)
+        raise InvalidCursor()
     return key

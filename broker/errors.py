@@ -1,4 +1,9 @@
-"""Errors users see: each carries the exact message OS2mo returns for the same case."""
+"""Errors users see: each carries the exact message OS2mo returns for the same case.
+
+`BrokerError` is the only kind of exception whose text reaches a client (besides
+graphql-core's own GraphQLErrors): anything else is an internal error, logged and
+answered "Internal server error". Every user-facing message lives here.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,20 @@ class InvalidInput(BrokerError):
 
 class PriorityNotNatural(InvalidInput):
     message = "priority must be natural"
+
+
+class InvalidUUID(InvalidInput):
+    """A UUID scalar that is not a UUID string (graphql-core prefixes where it was)."""
+
+    message = "Could not parse UUID"
+
+
+class InvalidToken(InvalidInput):
+    message = "Could not parse EventToken"
+
+
+class InvalidCursor(InvalidInput):
+    message = "Could not parse Cursor"
 
 
 class SubjectTooLarge(InvalidInput):

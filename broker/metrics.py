@@ -124,7 +124,7 @@ class Metrics:
         try:
             yield
             outcome = "ok"
-        except (BrokerError, ValueError):
+        except BrokerError:
             outcome = "refused"
             raise
         except (RedisError, OSError):

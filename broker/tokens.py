@@ -7,7 +7,7 @@ import binascii
 from dataclasses import dataclass
 from uuid import UUID
 
-PARSE_ERROR = "Could not parse EventToken"
+from broker.errors import InvalidToken
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,14 +22,14 @@ class EventToken:
 
     @classmethod
     def decode(cls, value: object) -> EventToken:
-        """Parse a token; ValueError with `PARSE_ERROR` on anything that is not one of ours."""
+        """Parse a token; `InvalidToken` on anything that is not one of ours."""
         if not isinstance(value, str) or not value:
-            raise ValueError(PARSE_ERROR)
+            raise InvalidToken()
         try:
             raw = base64.urlsafe_b64decode(value.encode("ascii")).decode()
             listener, generation, subject = raw.split(".", 2)
             if not generation.isdigit():
-                raise ValueError(PARSE_ERROR)
+                raise InvalidToken()
             return cls(UUID(listener), generation, subject)
         except (ValueError, UnicodeError, binascii.Error) as error:
-            raise ValueError(PARSE_ERROR) from error
+            raise InvalidToken() from error
