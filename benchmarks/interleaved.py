@@ -1,4 +1,4 @@
-"""A against B, interleaved: fetch+ack on two broker set-ups taking turns (A, B, A, B …).
+"""A against B, interleaved: fetch+ack on two broker set-ups taking turns (A B, B A, …).
 
 The machine is shared, so throughput swings with everyone else's load from one phase to
 the next. Taking turns puts both set-ups under the same swings, and the verdict uses
@@ -76,8 +76,13 @@ async def compare(ctx: Context, a: Setup, b: Setup) -> Comparison:
     rounds = 3 if ctx.cfg.quick else 5
     result = Comparison(Side(), Side())
     for i in range(rounds):
-        result.a.add(await cycles(ctx, a, f"a{i}"))
-        result.b.add(await cycles(ctx, b, f"b{i}"))
+        # A B, then B A: neither side always runs first after the other.
+        if i % 2 == 0:
+            result.a.add(await cycles(ctx, a, f"a{i}"))
+            result.b.add(await cycles(ctx, b, f"b{i}"))
+        else:
+            result.b.add(await cycles(ctx, b, f"b{i}"))
+            result.a.add(await cycles(ctx, a, f"a{i}"))
     ctx.env.stop_broker()
     await ctx.env.start_broker()
     return result
