@@ -86,6 +86,9 @@ async def main(cfg: Config, command: str, only: set[str] | None, write: bool) ->
                 continue
             print(f"== {phase.NAME} (t={time.perf_counter() - started:.0f}s)", flush=True)
             await phase.run(ctx)
+    except Exception:
+        print("the broker's log ends:\n" + env.broker_log(), file=sys.stderr)
+        raise
     finally:
         await env.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -64,10 +64,13 @@ class Http:
         self.writer.write(self.head + str(len(body)).encode() + b"\r\n\r\n" + body)
         head = await self.reader.readuntil(b"\r\n\r\n")
         at = head.lower().find(b"content-length:")
-        if at < 0 or not head.startswith(b"HTTP/1.1 200"):
+        if at < 0:
             raise RuntimeError(f"unexpected response head: {head[:200]!r}")
         length = int(head[at + 15 : head.index(b"\r\n", at)])
-        reply = orjson.loads(await self.reader.readexactly(length))
+        content = await self.reader.readexactly(length)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected response: {head[:200]!r} {content[:500]!r}")
+        reply = orjson.loads(content)
         if reply.get("errors"):
             raise RuntimeError(f"GraphQL errors: {reply['errors']}")
         return reply["data"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, TypeVar
 from uuid import UUID
 
 from ariadne import MutationType, ObjectType, QueryType, ScalarType
 from graphql import GraphQLResolveInfo
 
-from broker import cursors, errors
+from broker import auth, cursors, errors
 from broker.models import (
     Caller,
     EventSelection,
@@ -29,6 +29,7 @@ from broker.operations import (
     canonical_namespace,
     check_list,
 )
+from broker.settings import Settings
 from broker.tokens import EventToken
 
 # Events one request may list in all: a budget across nested lists and aliases, since
@@ -67,6 +68,15 @@ class Context:
         if name not in self.namespaces:
             self.namespaces[name] = await self.broker.namespace(name)
         return self.namespaces[name]
+
+
+def context_for(broker: Broker, settings: Settings, principal: auth.Principal) -> Context:
+    """The context of one request by `principal`."""
+    return Context(
+        broker=broker,
+        caller=auth.caller_of(principal, settings),
+        authorize=partial(auth.require, principal),
+    )
 
 
 R = TypeVar("R")

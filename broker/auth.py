@@ -25,6 +25,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from broker.errors import NotAuthenticated, PermissionDenied
+from broker.models import Caller
 from broker.settings import DEV_OWNER, AuthMode, Settings
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,16 @@ def may_emit_into_mo(principal: Principal, settings: Settings) -> bool:
 def is_admin(principal: Principal, settings: Settings) -> bool:
     """Whether the caller may manage other owners' namespaces, listeners and events."""
     return principal.has(settings.admin_role)
+
+
+def caller_of(principal: Principal, settings: Settings) -> Caller:
+    """Who the domain operations see: the principal's owner and what its roles allow."""
+    return Caller(
+        owner=principal.owner,
+        admin=is_admin(principal, settings),
+        read_all=principal.has("read_event_all"),
+        mo_emitter=may_emit_into_mo(principal, settings),
+    )
 
 
 def check_bind_address(settings: Settings, host: str) -> None:

@@ -1,86 +1,85 @@
-"""POST /graphql: read, authenticate and answer GraphQL requests with little overhead.
+"""The GraphQL routes' endpoint: POSTs read, authenticated and answered with little overhead.
 
-Clients post the same few documents over and over (FastRAMQPI polls `event_fetch` and
-acknowledges each event), so most requests carry a document this endpoint has already
-seen parse and validate cleanly. Those run at once, as a compiled plan (broker/plans.py)
-or on graphql-core's executor, with the Ariadne-built schema, and are answered exactly
-as Ariadne would answer them (same body, same status). Everything else (a document's
-first sight, malformed bodies, validation errors) goes to Ariadne's own ASGI app with
-the buffered body, so Ariadne stays the reference for every edge of GraphQL over HTTP.
-Skipping Starlette's routing, its request objects and Ariadne's per-request set-up
+One `GraphQLEndpoint` serves each schema's routes (see the route table in broker/app.py):
+GET shows Ariadne's explorer, POST runs the request. Clients post the same few documents
+over and over (FastRAMQPI polls `event_fetch` and acknowledges each event), so most POSTs
+carry a document this endpoint has already seen parse and validate cleanly. Those run at
+once, as a compiled plan (broker/plans.py) or on graphql-core's executor, and are
+answered exactly as Ariadne would answer them (same body, same status). Everything else
+(a document's first sight, malformed bodies, validation errors) goes to Ariadne's own
+ASGI app with the buffered body, so Ariadne stays the reference for every edge of
+GraphQL over HTTP. Skipping Starlette's request objects and Ariadne's per-request set-up
 roughly halves the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from inspect import isawaitable
 from typing import Any
 
 import orjson
+from ariadne.asgi import GraphQL
+from ariadne.explorer import ExplorerGraphiQL
 from ariadne.graphql import handle_graphql_errors, handle_query_result
 from ariadne.types import ErrorFormatter
 from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
 
 from broker import errors
+from broker.auth import Authenticator, Principal
 from broker.documents import DocumentCache
+from broker.limits import JSONOnlyHTTPHandler, validation_rules
+from broker.settings import Settings
 
 JSON = b"application/json"
-# The released API's paths; "/graphql" itself is the seed's.
-VERSIONED_PATH = re.compile(r"/graphql/v[0-9]+")
-
-
-@dataclass
-class Schema:
-    """One GraphQL endpoint: its schema, its documents, and Ariadne's app for the rest."""
-
-    schema: GraphQLSchema
-    documents: DocumentCache
-    ariadne: ASGIApp
 
 
 class GraphQLEndpoint:
-    """ASGI middleware: answers POSTs to the GraphQL paths, passes everything else on.
+    """The ASGI app of one schema's GraphQL routes.
 
-    `authenticate` maps the Authorization header to a principal (raising
-    `NotAuthenticated`); the principal goes into `scope["state"]` for Ariadne's context
-    builder, and through `context` into the executor's context on the fast path.
+    `authenticator` maps the Authorization header to a principal (raising
+    `NotAuthenticated`), and `context` maps the principal to the resolvers' context, on
+    the fast path and (through `scope["state"]`) in Ariadne's app alike.
     """
 
     def __init__(
         self,
-        app: ASGIApp,
+        schema: GraphQLSchema,
         *,
-        seed: Schema,
-        released: Schema,
-        authenticate: Callable[[str | None], Awaitable[Any]],
-        context: Callable[[Any], Any],
+        settings: Settings,
+        authenticator: Authenticator,
+        context: Callable[[Principal], Any],
         error_formatter: ErrorFormatter,
-        max_bytes: int,
     ) -> None:
-        self.app = app
-        self.seed, self.released = seed, released
-        self.authenticate = authenticate
+        self.schema = schema
+        self.documents = DocumentCache()
+        self.authenticator = authenticator
         self.context = context
         self.error_formatter = error_formatter
-        self.max_bytes = max_bytes
+        self.max_bytes = settings.max_body_bytes
         self.fast_requests = 0  # answered without Ariadne's app (read by tests)
+        self.ariadne = GraphQL(
+            schema,
+            context_value=self.ariadne_context,
+            debug=False,
+            introspection=settings.introspection,
+            explorer=ExplorerGraphiQL() if settings.explorer else None,
+            error_formatter=error_formatter,
+            http_handler=JSONOnlyHTTPHandler(),
+            query_parser=self.documents.parse,
+            query_validator=self.documents.validate,
+            validation_rules=validation_rules(settings),
+        )
 
-    def endpoint(self, path: str) -> Schema | None:
-        if path == "/graphql":
-            return self.seed
-        return self.released if VERSIONED_PATH.fullmatch(path) else None
+    def ariadne_context(self, request: Request, data: Any) -> Any:
+        return self.context(request.scope["state"]["principal"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = None
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = self.endpoint(route_path(scope))
-        if endpoint is None:
-            await self.app(scope, receive, send)
+        if scope["method"] != "POST":  # the explorer, or Ariadne's refusal
+            await self.ariadne(scope, receive, send)
             return
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
@@ -91,7 +90,7 @@ class GraphQLEndpoint:
             return
         authorization = headers.get(b"authorization")
         try:
-            principal = await self.authenticate(
+            principal = await self.authenticator.authenticate(
                 None if authorization is None else authorization.decode("latin-1")
             )
         except errors.NotAuthenticated as error:
@@ -104,16 +103,16 @@ class GraphQLEndpoint:
             return
         media_type = headers.get(b"content-type", b"").split(b";")[0]
         if media_type == JSON:
-            answer = await self.execute_prepared(endpoint, body, principal)
+            answer = await self.execute_prepared(body, principal)
             if answer is not None:
                 self.fast_requests += 1
                 await respond(send, *answer)
                 return
         scope.setdefault("state", {})["principal"] = principal
-        await endpoint.ariadne(scope, replay(body, receive), send)
+        await self.ariadne(scope, replay(body, receive), send)
 
     async def execute_prepared(
-        self, endpoint: Schema, body: bytes, principal: Any
+        self, body: bytes, principal: Principal
     ) -> tuple[int, dict[str, Any]] | None:
         """Run a request whose document is known to be valid; None hands it to Ariadne.
 
@@ -134,7 +133,7 @@ class GraphQLEndpoint:
             return None
         if not (operation_name is None or isinstance(operation_name, str)):
             return None
-        prepared = endpoint.documents.prepared(query)
+        prepared = self.documents.prepared(query)
         if prepared is None:
             return None
         options: dict[str, Any] = {
@@ -145,12 +144,10 @@ class GraphQLEndpoint:
         context = self.context(principal)
         try:
             if prepared.plan is not None:
-                result = await prepared.plan.run(
-                    endpoint.schema, context, variables, operation_name
-                )
+                result = await prepared.plan.run(self.schema, context, variables, operation_name)
             else:
                 executed = execute(
-                    endpoint.schema,
+                    self.schema,
                     prepared.document,
                     context_value=context,
                     variable_values=variables,
@@ -167,15 +164,6 @@ class GraphQLEndpoint:
     async def refuse_size(self, send: Send) -> None:
         message = f"Request body is larger than {self.max_bytes} bytes"
         await respond(send, 413, {"errors": [{"message": message}]})
-
-
-def route_path(scope: Scope) -> str:
-    """The path the app routes on: without the `root_path` a proxy mounts it under."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path) and path[len(root_path) :][:1] in ("", "/"):
-        return path[len(root_path) :]
-    return path
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:

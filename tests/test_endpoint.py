@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Route
 
 from broker.endpoint import GraphQLEndpoint, read_body
 from tests import clients
@@ -25,11 +26,40 @@ query Two { event_listeners { objects { user_key } } }
 """
 
 
-def endpoint_of(api: Api) -> GraphQLEndpoint:
-    node: Any = api.app.middleware_stack
-    while not isinstance(node, GraphQLEndpoint):
+def graphql_routes(api: Api) -> dict[str, Route]:
+    return {
+        route.path: route
+        for route in api.app.routes
+        if isinstance(route, Route) and isinstance(route.endpoint, GraphQLEndpoint)
+    }
+
+
+def endpoint_of(api: Api, path: str = "/graphql/v{version:int}") -> GraphQLEndpoint:
+    endpoint = graphql_routes(api)[path].endpoint
+    assert isinstance(endpoint, GraphQLEndpoint)
+    return endpoint
+
+
+async def test_the_route_table_names_the_endpoint_of_every_graphql_request(api: Api) -> None:
+    routes = graphql_routes(api)
+    assert set(routes) == {"/graphql", "/graphql/v{version:int}"}
+    for route in routes.values():
+        assert {"GET", "POST"} <= (route.methods or set())
+    # and nothing in front of the router answers GraphQL requests
+    node: Any = api.app.build_middleware_stack()
+    while hasattr(node, "app"):
+        assert not isinstance(node, GraphQLEndpoint)
         node = node.app
-    return node
+    response = await api.http.put("/graphql/v25", json={"query": "{ __typename }"})
+    assert response.status_code == 405
+
+
+async def test_the_seed_path_runs_on_its_own_endpoint(api: Api) -> None:
+    seed = endpoint_of(api, "/graphql")
+    for _ in range(2):  # via Ariadne, then on the fast path
+        response = await api.http.post("/graphql", json={"query": "{ __typename }"})
+        assert response.json() == {"data": {"__typename": "Query"}}
+    assert seed.fast_requests == 1
 
 
 async def post_twice(api: Api, payload: Any, **kw: Any) -> tuple[httpx.Response, ...]:
