@@ -24,9 +24,10 @@ from broker import api, auth, errors
 from broker.connection import connect
 from broker.endpoint import GraphQLEndpoint
 from broker.fanout import FanOut
+from broker.gauges import read_snapshot
 from broker.keys import Keys
 from broker.logs import RequestLog
-from broker.metrics import Metrics, read_snapshot
+from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.operations import Broker
 from broker.schema import schema_text, seed_variant

@@ -1,7 +1,7 @@
 """Prometheus metrics: OS2mo's event series plus the broker's own.
 
 Counters and histograms count what this process did. The pending-event gauges and
-the fan-out lag are read from Redis when `/metrics` is scraped (see `Snapshot`), so
+the fan-out lag are read from Redis when `/metrics` is scraped (broker/gauges.py), so
 every replica reports the same, whole-system values for them. Label values never
 contain event subjects.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -19,8 +18,8 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from broker.errors import BrokerError
+from broker.gauges import Snapshot
 from broker.models import Listener
-from broker.store import IngestLag, ListenerStats, Store
 
 LISTENER_LABELS = ("owner", "user_key", "ns", "routing_key")
 # Long polls make fetch latencies reach BROKER_FETCH_MAX_WAIT_SECONDS.
@@ -29,15 +28,6 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 def listener_labels(listener: Listener) -> tuple[str, str, str, str]:
     return (str(listener.owner), listener.user_key, listener.namespace, listener.routing_key)
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Values read from Redis for one scrape."""
-
-    listeners: list[tuple[Listener, ListenerStats]]
-    ingest: list[IngestLag]
-    now: float
 
 
 class _SnapshotCollector(Collector):
@@ -142,11 +132,3 @@ class Metrics:
             return generate_latest(self.registry)
         finally:
             self._snapshot.snapshot = None
-
-
-async def read_snapshot(store: Store) -> Snapshot:
-    """The scrape-time values: every listener's pending counts and the fan-out lag."""
-    listeners = await store.all_listeners()
-    stats = await store.listener_stats([listener.uuid for listener in listeners])
-    ingest = await store.ingest_lag()
-    return Snapshot(list(zip(listeners, stats, strict=True)), ingest, time.time())

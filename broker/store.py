@@ -24,9 +24,6 @@ FANOUT_GROUP = "fanout"
 # Due retries moved back into lanes per fetch: bounds the cost of one fetch.
 RETRY_PUMP_BATCH = 32
 _PAGE = 500
-# Oldest events looked at to tell the oldest silenced from the oldest unsilenced one.
-STATS_SCAN = 32
-STATS_BATCH = 500
 
 
 def _lua(name: str) -> str:
@@ -70,26 +67,8 @@ def _pending(listener: UUID, subject: str, packed: str) -> PendingEvent:
     )
 
 
-def _subject_of(order_key: str) -> str:
+def subject_of(order_key: str) -> str:
     return order_key.split(":", 1)[1]
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerStats:
-    """A listener's pending events, split by silenced, for the metrics."""
-
-    pending: int
-    silenced: int
-    oldest_ms: int | None  # creation ms of the oldest unsilenced pending event
-    oldest_silenced_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class IngestLag:
-    """What one ingest shard still has to fan out."""
-
-    entries: int
-    oldest_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +313,7 @@ class Store:
 
     async def subjects(self, listener: UUID, after: str | None, count: int) -> list[str]:
         """A page of pending subjects; pass the last order key back as `after`."""
-        return [_subject_of(key) for key in await self.order_keys(listener, after, count)]
+        return [subject_of(key) for key in await self.order_keys(listener, after, count)]
 
     async def pending(
         self, listener: UUID, selection: EventSelection, after: str | None, limit: int | None
@@ -361,7 +340,7 @@ class Store:
             keys = await self.order_keys(listener, after, _PAGE)
             if not keys:
                 break
-            subjects = [_subject_of(key) for key in keys]
+            subjects = [subject_of(key) for key in keys]
             records = await self.redis.hmget(events_key, subjects)
             for subject, packed in zip(subjects, records, strict=True):
                 if packed is None:
@@ -434,75 +413,3 @@ class Store:
     async def ack_ingest(self, shard: int, ids: Sequence[str]) -> None:
         if ids:
             await self._ack_ingest(keys=[self.keys.ingest(shard)], args=list(ids))
-
-    # Metrics --------------------------------------------------------------------------------
-
-    async def listener_stats(self, listeners: Sequence[UUID]) -> list[ListenerStats]:
-        """Pending counts and oldest creation times; a few round trips per 500 listeners.
-
-        The oldest silenced and unsilenced events are told apart among the `STATS_SCAN`
-        oldest events only; a kind not found there gets the overall oldest (an
-        approximation that can only make it look older than it is).
-        """
-        stats: list[ListenerStats] = []
-        for start in range(0, len(listeners), STATS_BATCH):
-            stats += await self._listener_stats(listeners[start : start + STATS_BATCH])
-        return stats
-
-    async def _listener_stats(self, listeners: Sequence[UUID]) -> list[ListenerStats]:
-        keys = [self.keys.listener(uuid) for uuid in listeners]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hget(key.meta, "silenced")
-                pipe.hlen(key.events)
-                pipe.zrange(key.index, 0, 0)
-            replies = await pipe.execute()
-        counts = []
-        for i in range(len(keys)):
-            silenced, pending, first = replies[3 * i : 3 * i + 3]
-            oldest = int(first[0].split(":", 1)[0]) if first else None
-            counts.append((int(pending), min(int(silenced or 0), int(pending)), oldest))
-        # Both kinds pending: look at the oldest few to find each kind's oldest.
-        mixed = [i for i, (pending, silenced, _) in enumerate(counts) if 0 < silenced < pending]
-        split: dict[int, tuple[int | None, int | None]] = {}
-        if mixed:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i in mixed:
-                    pipe.zrange(keys[i].index, 0, STATS_SCAN - 1)
-                members = await pipe.execute()
-            scanned = [(i, found) for i, found in zip(mixed, members, strict=True) if found]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for i, found in scanned:
-                    pipe.hmget(keys[i].events, [_subject_of(key) for key in found])
-                records = await pipe.execute()
-            for (i, found), packed in zip(scanned, records, strict=True):
-                oldest_of: dict[bool, int] = {}
-                for key, record in zip(found, packed, strict=True):
-                    if record is not None:
-                        silenced = record.split("|")[2] == "1"
-                        oldest_of.setdefault(silenced, int(key.split(":", 1)[0]))
-                split[i] = (oldest_of.get(False), oldest_of.get(True))
-        stats = []
-        for i, (pending, silenced, oldest) in enumerate(counts):
-            if i in split:
-                loud, quiet = split[i]
-                stats.append(ListenerStats(pending, silenced, loud or oldest, quiet or oldest))
-            else:
-                loud_oldest = oldest if pending > silenced else None
-                quiet_oldest = oldest if silenced else None
-                stats.append(ListenerStats(pending, silenced, loud_oldest, quiet_oldest))
-        return stats
-
-    async def ingest_lag(self) -> list[IngestLag]:
-        """Per ingest shard: entries not yet fanned out, and the oldest one's time."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in range(self.keys.shards):
-                pipe.xlen(self.keys.ingest(shard))
-                pipe.xrange(self.keys.ingest(shard), count=1)
-            replies = await pipe.execute()
-        lag = []
-        for shard in range(self.keys.shards):
-            entries, first = replies[2 * shard : 2 * shard + 2]
-            oldest = stream_id_order(first[0][0])[0] if first else None
-            lag.append(IngestLag(int(entries), oldest))
-        return lag
