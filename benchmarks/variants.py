@@ -24,23 +24,8 @@ def no_plans() -> None:
     setattr(documents, "compile_plan", never)  # noqa: B010 (typed: a stand-in of another type)
 
 
-def blocking_pool() -> None:
-    """redis-py's BlockingConnectionPool(timeout=…) instead of WaitingConnectionPool."""
-    from redis.asyncio import BlockingConnectionPool
-
-    from broker import connection
-
-    class Blocking(BlockingConnectionPool):
-        def __init__(self, *args: Any, wait_seconds: float, **kwargs: Any) -> None:
-            kwargs["timeout"] = wait_seconds
-            super().__init__(*args, **kwargs)
-
-    setattr(connection, "WaitingConnectionPool", Blocking)  # noqa: B010 (as above)
-
-
 VARIANTS: dict[str, Callable[[], None]] = {
     "no-plans": no_plans,
-    "blocking-pool": blocking_pool,
 }
 
 

@@ -8,15 +8,20 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from broker.connection import WaitingConnectionPool
+from broker.connection import connect
 from broker.embedded import EmbeddedRedis, free_port
+from broker.settings import Settings
 
 
-def client(server: EmbeddedRedis, wait_seconds: float) -> Redis:
-    pool = WaitingConnectionPool.from_url(
-        server.url, max_connections=2, wait_seconds=wait_seconds, decode_responses=True
-    )
-    return Redis.from_pool(pool)
+def client(server: EmbeddedRedis, wait_seconds: float, url: str | None = None) -> Redis:
+    """The broker's own client, with a pool of two connections."""
+    settings = Settings(redis_url=url or server.url)
+    settings = settings.model_copy(update={"redis_max_connections": 2})  # below its minimum
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("broker.connection.POOL_WAIT_SECONDS", wait_seconds)
+        redis = connect(settings)
+    assert isinstance(redis, Redis)
+    return redis
 
 
 async def test_a_command_waits_for_a_free_connection(redis_server: EmbeddedRedis) -> None:
@@ -50,26 +55,18 @@ async def test_a_command_fails_when_no_connection_frees_up_in_time(
 
 async def test_failed_connects_leave_the_pool_as_it_was(redis_server: EmbeddedRedis) -> None:
     """While Redis is down every command fails, and each gives back exactly what it took."""
-    pool = WaitingConnectionPool.from_url(
-        f"redis://127.0.0.1:{free_port()}",  # nothing listens there
-        max_connections=2,
-        wait_seconds=5.0,
-        socket_connect_timeout=0.2,
-    )
-    redis = Redis.from_pool(pool)
+    redis = client(redis_server, 5.0, f"redis://127.0.0.1:{free_port()}")  # nothing there
+    pool = redis.connection_pool
     try:
         for _ in range(5):
             with pytest.raises(RedisConnectionError):
                 await redis.ping()
-        assert pool.free == 2
-        # Redis is back: with both connections busy, a third command still waits.
+        # Redis is back: both connections can be taken, and a third command still waits.
         pool.connection_kwargs["port"] = redis_server.port
         pool.reset()  # forget the connections made for the old port
         held = [asyncio.create_task(redis.blpop(["nothing"], timeout=0.3)) for _ in range(2)]
         await asyncio.sleep(0.05)
-        assert pool.free == 0
         assert await redis.ping() is True
-        await asyncio.gather(*held)
-        assert pool.free == 2
+        assert await asyncio.gather(*held) == [None, None]
     finally:
         await redis.aclose()
