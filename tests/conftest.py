@@ -65,11 +65,15 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests using `redis` run on fakeredis and a real server; marked `cluster`, also on one."""
+    """Tests using `redis` run on fakeredis and a real server; marked `cluster`, also on one.
+
+    The real-server and cluster runs are `slow`: `pytest -m "not slow"` checks every
+    behaviour on fakeredis only, the full run on all three.
+    """
     if "redis" in metafunc.fixturenames:
-        backends = ["fake", "real"]
+        backends = ["fake", pytest.param("real", marks=pytest.mark.slow)]
         if metafunc.definition.get_closest_marker("cluster"):
-            backends.append("cluster")
+            backends.append(pytest.param("cluster", marks=pytest.mark.slow))
         metafunc.parametrize("redis", backends, indirect=True)
 
 

@@ -12,7 +12,8 @@ import pytest
 from tests import clients
 from tests.processes import Process, broker_env
 
-pytestmark = pytest.mark.real_redis
+# Slow: own broker processes or large backlogs (`pytest -m "not slow"` leaves them out).
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 
 def _processes_mentioning(text: str) -> list[int]:

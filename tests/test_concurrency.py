@@ -25,7 +25,8 @@ from broker.settings import Settings
 from tests import clients
 from tests.processes import Process, broker_env
 
-pytestmark = pytest.mark.real_redis
+# Slow: own broker processes or large backlogs (`pytest -m "not slow"` leaves them out).
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 SUBJECTS = 200
 FETCHERS = 64

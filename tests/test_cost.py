@@ -21,7 +21,8 @@ from broker.store import RETRY_PUMP_BATCH
 from broker.tokens import EventToken
 from tests.stepped import Stepped, check_listener, lane_keys, stepped_broker
 
-pytestmark = pytest.mark.real_redis
+# Slow: own broker processes or large backlogs (`pytest -m "not slow"` leaves them out).
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 OWNER = Caller(uuid4(), mo_emitter=True)
 HOUR = 3600.0

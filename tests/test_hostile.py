@@ -507,6 +507,7 @@ async def fuzz_api(make_api: MakeApi, provider: IdentityProvider, signing_key: E
     return api
 
 
+@pytest.mark.slow
 @hypothesis_settings(
     max_examples=150,
     deadline=None,

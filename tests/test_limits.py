@@ -389,6 +389,7 @@ def garbage_transport() -> httpx.ASGITransport:
     return httpx.ASGITransport(make_app([]))
 
 
+@pytest.mark.slow
 @hypothesis_settings(max_examples=300, deadline=None)
 @given(body=payloads, content_type=st.sampled_from(CONTENT_TYPES))
 async def test_garbage_never_gives_a_server_error(

@@ -13,7 +13,8 @@ from broker.embedded import EmbeddedRedis
 from tests import clients
 from tests.processes import Process, broker_env
 
-pytestmark = pytest.mark.real_redis
+# Slow: own broker processes or large backlogs (`pytest -m "not slow"` leaves them out).
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 
 def _lines(process: Process) -> list[dict[str, Any]]:

@@ -366,6 +366,7 @@ MODEL_SETTINGS = settings(
 
 
 @pytest.mark.parametrize("backend", ["fake", "real"])
+@pytest.mark.slow
 def test_broker_agrees_with_the_contract_model(
     backend: str, request: pytest.FixtureRequest
 ) -> None:

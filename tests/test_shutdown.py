@@ -17,7 +17,8 @@ from broker.keys import Keys
 from tests import clients
 from tests.processes import Process, broker_env
 
-pytestmark = pytest.mark.real_redis
+# Slow: own broker processes or large backlogs (`pytest -m "not slow"` leaves them out).
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 SENDERS = 4
 CONSUMERS = 4
