@@ -219,3 +219,27 @@ async def test_a_body_at_the_limit_is_served_and_one_byte_more_is_refused(
             "/graphql/v25", content=body, headers={"content-type": "application/json"}
         )
         assert response.status_code == status
+
+
+async def test_a_stray_value_error_shows_users_no_text(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only BrokerErrors (and GraphQL's own errors) speak to users; a bug's text does not."""
+
+    async def fetch(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("secret detail of a bug")
+
+    monkeypatch.setattr(api.app.state.broker_state["broker"], "fetch", fetch)
+    payload = {"query": clients.FETCH, "variables": {"listener": UNKNOWN}}
+    first, second, fast = await post_twice(api, payload)
+    assert fast == 1
+    for response in (first, second):
+        assert response.json()["errors"][0]["message"] == "Internal server error"
+        assert "secret" not in response.text
+
+
+@pytest.mark.parametrize("listener", ["not a uuid", "", 5])
+async def test_a_malformed_uuid_gets_the_fixed_message(api: Api, listener: Any) -> None:
+    message = await api.error(clients.FETCH, {"listener": listener})
+    # graphql-core words where; the reason is ours (not Python's "badly formed hexadecimal…").
+    assert "error 'Could not parse UUID'" in message, message
