@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import httpx
@@ -59,11 +59,19 @@ def format_error(
     return dict(error.formatted)
 
 
-def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:
-    """Build the app. Without `redis`, one is made from the settings (it connects lazily)."""
+@cache
+def schemas() -> tuple[GraphQLSchema, GraphQLSchema]:
+    """The released and the seed schema, built once per process: they depend on nothing else
+    (and building them takes longer than the rest of an app; tests build many apps)."""
     type_defs = schema_text()
     released = make_executable_schema(type_defs, *api.BINDABLES)
     seed = make_executable_schema(seed_variant(type_defs), *api.BINDABLES)
+    return released, seed
+
+
+def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:
+    """Build the app. Without `redis`, one is made from the settings (it connects lazily)."""
+    released, seed = schemas()
     metrics = Metrics()
     client = redis if redis is not None else connect(settings)
     http = httpx.AsyncClient(trust_env=False)
