@@ -13,7 +13,7 @@ import httpx
 from ariadne import make_executable_schema
 from graphql import GraphQLError, GraphQLSchema
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -30,7 +30,9 @@ from broker.logs import RequestLog
 from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.operations import Broker
+from broker.replication import Replication
 from broker.schema import schema_text, seed_variant
+from broker.server import ServerRefused, ServerWatch
 from broker.settings import Settings
 from broker.shutdown import on_exit_signal
 from broker.store import RedisClient, Store
@@ -47,7 +49,16 @@ def format_error(
 ) -> dict[str, Any]:
     """Show users the refusals meant for them; hide internals behind a stable message."""
     original = error.original_error
-    if isinstance(original, RedisError):
+    if isinstance(original, OutOfMemoryError):
+        # A script refused at its first write: nothing of it was stored.
+        log.warning("Redis is full (maxmemory) in %s: %s", error.path, original)
+        if metrics is not None:
+            metrics.store_full.inc()
+        error = GraphQLError(str(errors.StoreFull()), path=error.path)
+    elif isinstance(original, errors.NotReplicated):
+        if metrics is not None:
+            metrics.not_replicated.inc()
+    elif isinstance(original, RedisError):
         log.warning("Redis error in %s: %s", error.path, original)
         if metrics is not None:
             metrics.redis_errors.labels("api").inc()
@@ -77,12 +88,19 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     http = httpx.AsyncClient(trust_env=False)
     authenticator = auth.make_authenticator(settings, http)
     keys = Keys(settings.key_prefix, settings.ingest_shards)
-    store = Store(client, keys)
+    replication = Replication(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+    server = ServerWatch(client, settings, replication)
+    store = Store(client, keys, replication)
     notifier = Notifier(client, keys.notify_channel, settings.fetch_empty_cache_seconds)
     broker = Broker(store, settings, notifier, metrics)
     fanout = FanOut(store, settings, notifier, metrics)
     state: dict[str, Any] = dict(
-        store=store, broker=broker, fanout=fanout, notifier=notifier, authenticator=authenticator
+        store=store,
+        broker=broker,
+        fanout=fanout,
+        notifier=notifier,
+        authenticator=authenticator,
+        server=server,
     )
 
     def graphql(schema: GraphQLSchema) -> GraphQLEndpoint:
@@ -98,6 +116,8 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         return PlainTextResponse("ok")
 
     async def ready(request: Request) -> Response:
+        if server.problem is not None:
+            return JSONResponse({"status": server.problem}, status_code=503)
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
                 await store.ping()
@@ -117,14 +137,21 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await server.check()
+        except ServerRefused as error:
+            log.error("refusing to start: %s", error)
+            raise
         await broker.setup()
         notifier.start()
         fanout.start()
+        watching = asyncio.create_task(server.watch())
         try:
             # Long polls end as soon as SIGTERM arrives, not after the grace period.
             with on_exit_signal(notifier.close):
                 yield
         finally:
+            watching.cancel()
             await notifier.stop()
             await fanout.stop(settings.shutdown_timeout_seconds)
             await http.aclose()

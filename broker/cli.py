@@ -37,7 +37,7 @@ def load_settings() -> Settings:
 @contextlib.contextmanager
 def redis_for(settings: Settings) -> Iterator[Settings]:
     """Settings pointing at Redis: the configured one, or a private embedded server."""
-    if settings.redis_url is not None:
+    if settings.external_redis:
         yield settings
         return
     try:

@@ -7,6 +7,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -16,9 +17,16 @@ from broker.store import RedisClient
 POOL_WAIT_SECONDS = 5.0  # longest a command waits for a free Redis connection
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The waiting pool, asking the sentinels for the master whenever it (re)connects.
+
+    SentinelConnectionPool's connections look the master up on every connect, so after
+    a failover each dead connection is replaced by one to the new master on first use.
+    """
+
+
 def connect(settings: Settings) -> RedisClient:
-    """A client for `BROKER_REDIS_URL` that fails fast instead of hanging when Redis is down."""
-    assert settings.redis_url is not None
+    """A client for Redis that fails fast instead of hanging when Redis is down."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": 1.0,
@@ -37,6 +45,9 @@ def connect(settings: Settings) -> RedisClient:
         options["password"] = settings.redis_password
     if settings.redis_tls_ca_file is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    if settings.redis_sentinels:
+        return _through_sentinels(settings, options)
+    assert settings.redis_url is not None
     if settings.redis_cluster:
         # The cluster client retries (and re-discovers the slots) on its own.
         options.pop("health_check_interval")
@@ -54,3 +65,29 @@ def connect(settings: Settings) -> RedisClient:
         **options,
     )
     return Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
+
+
+def _through_sentinels(settings: Settings, options: dict[str, Any]) -> Redis:
+    """A client for the master that `BROKER_REDIS_SENTINELS` currently name."""
+    sentinel_options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 1.0,
+    }
+    if settings.redis_sentinel_password is not None:
+        sentinel_options["password"] = settings.redis_sentinel_password
+    ca_file = options.pop("ssl_ca_certs", None)
+    if settings.redis_sentinel_tls:
+        sentinel_options["ssl"] = True
+        options["connection_class"] = SentinelManagedSSLConnection
+        if ca_file is not None:
+            sentinel_options["ssl_ca_certs"] = options["ssl_ca_certs"] = ca_file
+    sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    master: Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        connection_pool_class=BlockingSentinelConnectionPool,
+        max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        **options,
+    )
+    return master

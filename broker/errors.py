@@ -102,3 +102,17 @@ class ListenerHasPendingEvents(BrokerError):
 
 class StorageUnavailable(BrokerError):
     message = "The event store is unavailable; try again shortly."
+
+
+class StoreFull(BrokerError):
+    message = (
+        "The event store is full: nothing was stored. Try again once listeners have "
+        "acknowledged events or Redis has more memory."
+    )
+
+
+class NotReplicated(BrokerError):
+    message = (
+        "The event store did not confirm the write on enough replicas in time "
+        "(BROKER_REDIS_WAIT_REPLICAS); it may or may not be kept. Try again: a re-send coalesces."
+    )

@@ -105,6 +105,16 @@ class Metrics:
             ["component"],
             registry=self.registry,
         )
+        self.store_full = Counter(
+            "broker_store_full",
+            "Writes refused because Redis is full (maxmemory reached, noeviction).",
+            registry=self.registry,
+        )
+        self.not_replicated = Counter(
+            "broker_not_replicated",
+            "Writes not confirmed because too few replicas had them in time.",
+            registry=self.registry,
+        )
 
     @contextmanager
     def timed(self, operation: str) -> Iterator[None]:

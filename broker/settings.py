@@ -50,6 +50,32 @@ class Settings(BaseSettings):
     redis_tls_ca_file: Path | None = Field(
         default=None, description="CA bundle to verify Redis' TLS certificate (rediss://)."
     )
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Sentinels as host:port, comma-separated; the master comes from them.",
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, description="The master set the sentinels watch."
+    )
+    redis_sentinel_password: str | None = Field(
+        default=None,
+        description="Password for the sentinels (the master's is BROKER_REDIS_PASSWORD).",
+    )
+    redis_sentinel_tls: bool = Field(
+        default=False, description="Talk TLS to the sentinels and the master."
+    )
+    redis_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas every confirmed write must reach before the broker confirms it.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=2000, ge=1, description="How long a confirmation waits for those replicas."
+    )
+    redis_allow_eviction: bool = Field(
+        default=False,
+        description="Start even when Redis may evict keys (maxmemory-policy not noeviction).",
+    )
     redis_server_binary: Path | None = Field(
         default=None,
         description="redis-server/valkey-server for the embedded engine; default: bundled.",
@@ -108,11 +134,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """`BROKER_REDIS_SENTINELS` as (host, port) pairs."""
+        pairs = [sentinel.rpartition(":") for sentinel in self.redis_sentinels]
+        return [(host.strip("[]"), int(port)) for host, _, port in pairs]
+
+    @property
+    def external_redis(self) -> bool:
+        """Redis is configured (a URL or sentinels): no embedded server."""
+        return self.redis_url is not None or bool(self.redis_sentinels)
+
     @model_validator(mode="before")
     @classmethod
     def _lists_from_commas(cls, data: object) -> object:
         if isinstance(data, dict):
-            for name in ("oidc_algorithms", "mo_emitters"):
+            for name in ("oidc_algorithms", "mo_emitters", "redis_sentinels"):
                 if name in data:
                     data[name] = _split_list(data[name])
         return data
@@ -121,6 +158,15 @@ class Settings(BaseSettings):
     def _check(self) -> Self:
         if self.redis_url is not None and not self.redis_url.strip():
             raise ValueError("BROKER_REDIS_URL is empty; unset it to use the embedded server")
+        for sentinel in self.redis_sentinels:
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"BROKER_REDIS_SENTINELS: {sentinel!r} is not host:port")
+        if self.redis_sentinels and (self.redis_url is not None or self.redis_cluster):
+            raise ValueError(
+                "BROKER_REDIS_SENTINELS replaces BROKER_REDIS_URL and BROKER_REDIS_CLUSTER; "
+                "set only one of them"
+            )
         if self.retry_max_seconds < self.retry_min_seconds:
             raise ValueError("BROKER_RETRY_MAX_SECONDS must be >= BROKER_RETRY_MIN_SECONDS")
         if self.auth is AuthMode.OIDC and not (self.oidc_issuer or self.oidc_jwks_url):

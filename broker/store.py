@@ -16,6 +16,7 @@ from redis.exceptions import ResponseError
 from broker.keys import Keys
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
 from broker.pipelining import Pipeliner
+from broker.replication import Command, Replication, ScriptCall, run_confirmed
 
 RedisClient = Redis | RedisCluster
 UpdateAction = Literal["silence", "unsilence", "rerun"]
@@ -103,10 +104,13 @@ def _owner_arg(owner: UUID | None) -> str:
 class Store:
     """Storage operations; each listener operation is one atomic script in its slot."""
 
-    def __init__(self, redis: RedisClient, keys: Keys) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, replication: Replication | None = None
+    ) -> None:
         # Any: redis-py's annotations cannot know that replies are decoded to str.
         self.redis: Any = redis
         self.keys = keys
+        self.replication = replication or Replication()
         prelude = _lua("listener")
         listener_script = {
             name: redis.register_script(prelude + "\n" + _lua(name))
@@ -123,7 +127,21 @@ class Store:
         self._claim_listener = redis.register_script(_lua("claim_listener"))
         self._ack_ingest = redis.register_script(_lua("ack_ingest"))
         # The calls every request makes (fetch, acknowledge, send) are pipelined.
-        self.pipeliner = Pipeliner(redis)
+        self.pipeliner = Pipeliner(redis, self.replication)
+
+    async def _written(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """A script that writes something the broker confirms: replicated when asked."""
+        if not self.replication.enabled:
+            return await script(keys=keys, args=args)
+        return await self._commands_written(keys[0], ScriptCall(script, keys, args))
+
+    async def _commands_written(self, key: str, *calls: Command | ScriptCall) -> Any:
+        """The last reply of `calls` (all in `key`'s slot), replicated when asked."""
+        replies = await run_confirmed(self.redis, self.replication, key, calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[-1]
 
     async def setup(self) -> None:
         """Create the ingest streams and their fan-out group; check the layout is unchanged."""
@@ -154,7 +172,13 @@ class Store:
     async def claim_namespace(self, namespace: Namespace) -> Namespace:
         """Store the namespace unless its name is taken; return whoever holds the name."""
         record = {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
-        await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))
+        if self.replication.enabled:
+            await self._commands_written(
+                self.keys.namespaces,
+                ("HSETNX", self.keys.namespaces, namespace.name, json.dumps(record)),
+            )
+        else:
+            await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))
         found = await self.get_namespace(namespace.name)
         assert found is not None
         return found
@@ -185,7 +209,8 @@ class Store:
             "routing_key": listener.routing_key,
             "user_key": listener.user_key,
         }
-        raw = await self._claim_listener(
+        raw = await self._written(
+            self._claim_listener,
             keys=[self.keys.identities, self.keys.listeners],
             args=[self._identity(listener), str(listener.uuid), json.dumps(record)],
         )
@@ -200,14 +225,16 @@ class Store:
         return [_listener(item) for item in raw]
 
     async def create_listener_state(self, listener: Listener) -> None:
-        await self._create(
+        await self._written(
+            self._create,
             keys=self.keys.listener(listener.uuid).as_list(),
             args=[str(listener.owner), listener.namespace, listener.routing_key, listener.user_key],
         )
 
     async def subscribe(self, listener: Listener) -> None:
         shard = self.keys.shard_of(listener.namespace, listener.routing_key)
-        await self._subscribe(
+        await self._written(
+            self._subscribe,
             keys=[
                 self.keys.topic(listener.namespace, listener.routing_key),
                 self.keys.ingest(shard),
@@ -220,7 +247,8 @@ class Store:
     ) -> int:
         """1 deleted (or gone), 0 refused for pending events, -1 another owner's."""
         return int(
-            await self._delete(
+            await self._written(
+                self._delete,
                 keys=self.keys.listener(listener).as_list(),
                 args=[_owner_arg(owner), "1" if delete_pending_events else "0"],
             )
@@ -245,6 +273,7 @@ class Store:
             self._send,
             [self.keys.topic(namespace, routing_key), self.keys.ingest(shard)],
             [namespace, routing_key, subject, priority],
+            confirm=True,
         )
         return entry is not None
 
@@ -279,6 +308,7 @@ class Store:
             self._acknowledge,
             self.keys.listener(listener).as_list(),
             [_owner_arg(owner), subject, generation],
+            confirm=True,
         )
         return bool(deleted)
 
@@ -299,7 +329,8 @@ class Store:
             silenced,
             -1 if selection.priorities is None else len(priorities),
         ]
-        reply = await self._update(
+        reply = await self._written(
+            self._update,
             keys=self.keys.listener(listener).as_list(),
             args=[*args, *priorities, *subjects],
         )
@@ -401,7 +432,9 @@ class Store:
         args: list[Any] = []
         for entry in entries:
             args += [entry.subject, entry.priority, entry.id, entry.created_ms]
-        return int(await self._apply(keys=self.keys.listener(listener).as_list(), args=args))
+        return int(
+            await self._written(self._apply, keys=self.keys.listener(listener).as_list(), args=args)
+        )
 
     async def drop_from_topic(self, namespace: str, routing_key: str, listener: UUID) -> None:
         await self.redis.hdel(self.keys.topic(namespace, routing_key), str(listener))
