@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 
 from redis.exceptions import RedisError, ResponseError
 
+from broker.errors import NotReplicated
 from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.settings import Settings
@@ -79,7 +80,8 @@ class FanOut:
                     recreate = False
                 await step(shard)
                 backoff = MIN_BACKOFF_SECONDS
-            except (RedisError, OSError) as error:
+            except (RedisError, OSError, NotReplicated) as error:
+                # NotReplicated: the batch stays unacknowledged and is done again.
                 # The ingest stream vanished (e.g. Redis lost its data): recreate it.
                 recreate = isinstance(error, ResponseError) and "NOGROUP" in str(error)
                 self.metrics.redis_errors.labels("fanout").inc()

@@ -49,6 +49,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """What the fault tests measured (lost and duplicated events), kept in the output."""
+    from tests.history import REPORTS
+
+    if REPORTS:
+        terminalreporter.section("failover history")
+        for line in REPORTS:
+            terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI (BROKER_REQUIRE_REAL_REDIS=1) a run without the real server fails."""
     if os.environ.get("BROKER_REQUIRE_REAL_REDIS") == "1" and not _real_server_used:
