@@ -73,7 +73,7 @@ class LocalSentinel:
     def master_port(self) -> int:
         """The master the sentinels name now."""
         with Redis(port=self.sentinel_ports[0], decode_responses=True) as sentinel:
-            host, port = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
+            _, port = sentinel.sentinel_get_master_addr_by_name(MASTER_NAME)
             return int(port)
 
     def node(self, port: int) -> EmbeddedRedis:

@@ -9,12 +9,18 @@ Lines from each run are printed in the session summary.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from redis import Redis as SyncRedis
 
+from broker.embedded import EmbeddedRedis
+from broker.errors import StoreFull
+from tests import clients
 from tests.history import REPORTS, History, Load, Verdict
 from tests.processes import Process, broker_env
 from tests.redis_sentinel import MASTER_NAME, LocalSentinel
@@ -111,3 +117,53 @@ def test_without_wait_a_sentinel_failover_reports_what_it_lost(
     """Asynchronous replication may drop the last writes: counted and shown, not asserted."""
     verdict = _sentinel_failover(sentinel, tmp_path, wait_replicas=0)
     _report("sentinel failover, BROKER_REDIS_WAIT_REPLICAS=0", verdict)
+
+
+def _send(broker: Process, subject: str) -> dict[str, Any]:
+    event = {"namespace": "mo", "routing_key": "person", "subject": subject, "priority": 1}
+    body: dict[str, Any] = httpx.post(
+        f"{broker.url}/graphql/v25",
+        json={"query": clients.SEND, "variables": {"input": event}},
+        timeout=30,
+    ).json()
+    return body
+
+
+def test_a_full_redis_refuses_sends_cleanly_and_recovers_when_memory_is_freed(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server, SyncRedis(port=server.port) as admin:
+        broker = Process(
+            broker_env(BROKER_REDIS_URL=server.url, **FAST_RETRY), tmp_path / "broker.log"
+        )
+        try:
+            listeners = [broker.declare(f"full-{i}", "person") for i in range(2)]
+            history = History()
+            for _ in range(10):
+                subject = str(uuid.uuid4())
+                assert _send(broker, subject) == {"data": {"event_send": True}}
+                history.confirm(subject)
+            # Redis reaches its maxmemory (a small one, noeviction: the default policy).
+            admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
+            for subject in ("refused", "refused again"):
+                assert _send(broker, subject)["errors"][0]["message"] == str(StoreFull())
+            metrics = httpx.get(f"{broker.url}/metrics").text
+            assert "broker_store_full_total 2.0" in metrics
+            assert _ready(broker)  # full is not down: fetches and acknowledgements still work
+
+            admin.config_set("maxmemory", 0)  # the operator frees memory
+            load = Load(history, lambda: [broker.url], listeners, emitters=1).start()
+            time.sleep(UNDER_LOAD_SECONDS)
+            load.stop_emitting()
+            load.drain(listeners, DRAIN_SECONDS)
+            load.stop()
+            verdict = history.check(listeners)
+            _report("redis full (maxmemory, noeviction), then freed", verdict)
+            assert verdict.lost == {}
+            # Nothing of a refused send was stored: it never reaches anyone.
+            fetched = {subject for x in listeners for subject in history.fetched[x]}
+            assert not {"refused", "refused again"} & fetched
+            assert broker.stop() == 0
+        finally:
+            if broker.proc.poll() is None:
+                broker.proc.kill()
