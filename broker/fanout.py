@@ -88,6 +88,16 @@ class FanOut:
                 log.warning("fan-out shard %d: %s; retrying in %.1f s", shard, error, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception:
+                # A shard's writer must never die: its entries would wait forever. Seen:
+                # redis-py's cluster client failing on a connection it closed during a
+                # failover (AttributeError on a None writer).
+                self.metrics.redis_errors.labels("fanout").inc()
+                log.exception(
+                    "fan-out shard %d: unexpected error; retrying in %.1f s", shard, backoff
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

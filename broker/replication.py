@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from broker.errors import NotReplicated
 
@@ -78,6 +78,12 @@ async def run_confirmed(
             if isinstance(call, ScriptCall):
                 await redis.script_load(call.script.script)
         replies = await _pipeline(redis, key, [*commands, *replication.waits()])
+    for reply in replies[: len(calls)]:
+        if isinstance(reply, (MovedError, AskError, TryAgainError)):
+            # The slot has a new master (a failover): re-read the slot map; the caller
+            # sees a retryable error, as for any failover.
+            await redis.nodes_manager.initialize()
+            raise reply
     replication.check(replies[len(calls) :])
     return replies[: len(calls)]
 

@@ -31,6 +31,7 @@ class Verdict:
     lost: dict[str, set[str]]  # listener -> confirmed subjects it never got
     duplicates: int  # deliveries beyond the first, over all listeners
     refused: int  # sends answered with an error (not confirmed: free to be lost)
+    reasons: dict[str, int]
 
     @property
     def lost_count(self) -> int:
@@ -39,7 +40,8 @@ class Verdict:
     def summary(self, scenario: str) -> str:
         return (
             f"{scenario}: {self.confirmed} confirmed sends, {self.lost_count} lost, "
-            f"{self.duplicates} duplicate deliveries, {self.refused} refused sends"
+            f"{self.duplicates} duplicate deliveries, {self.refused} refused sends "
+            f"{sorted(self.reasons.items())}"
         )
 
 
@@ -49,6 +51,7 @@ class History:
 
     confirmed: set[str] = field(default_factory=set)
     refused: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # refusal messages
     fetched: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     acknowledged: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -57,9 +60,10 @@ class History:
         with self._lock:
             self.confirmed.add(subject)
 
-    def refuse(self) -> None:
+    def refuse(self, reason: str) -> None:
         with self._lock:
             self.refused += 1
+            self.reasons[reason] += 1
 
     def fetch(self, listener: str, subject: str) -> None:
         with self._lock:
@@ -83,7 +87,11 @@ class History:
                 count - 1 for listener in listeners for count in self.fetched[listener].values()
             )
             return Verdict(
-                len(self.confirmed), {k: v for k, v in lost.items() if v}, duplicates, self.refused
+                len(self.confirmed),
+                {k: v for k, v in lost.items() if v},
+                duplicates,
+                self.refused,
+                dict(self.reasons),
             )
 
 
@@ -147,7 +155,8 @@ class Load:
             if body is not None and (body.get("data") or {}).get("event_send") is True:
                 self.history.confirm(subject)
             else:
-                self.history.refuse()
+                errors = (body or {}).get("errors") or [{"message": "no answer"}]
+                self.history.refuse(errors[0]["message"])
                 time.sleep(0.02)
 
     def _consume(self, listener: str, i: int) -> None:

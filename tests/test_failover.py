@@ -20,9 +20,12 @@ from redis import Redis as SyncRedis
 
 from broker.embedded import EmbeddedRedis
 from broker.errors import StoreFull
+from broker.keys import Keys
+from broker.settings import Settings
 from tests import clients
 from tests.history import REPORTS, History, Load, Verdict
 from tests.processes import Process, broker_env
+from tests.redis_cluster import LocalCluster
 from tests.redis_sentinel import MASTER_NAME, LocalSentinel
 
 pytestmark = [pytest.mark.failover, pytest.mark.slow, pytest.mark.real_redis]
@@ -91,7 +94,7 @@ def _sentinel_failover(sentinel: LocalSentinel, tmp_path: Path, wait_replicas: i
         sentinel.wait_for_replicas(sentinel.node(new), 1)
         time.sleep(UNDER_LOAD_SECONDS)
         load.stop_emitting()
-        assert len(history.confirmed) > confirmed_before, "sends confirmed after the failover"
+        assert len(history.confirmed) > confirmed_before, history.reasons
         load.drain(listeners, DRAIN_SECONDS)
         load.stop()
         verdict = history.check(listeners)
@@ -167,3 +170,51 @@ def test_a_full_redis_refuses_sends_cleanly_and_recovers_when_memory_is_freed(
         finally:
             if broker.proc.poll() is None:
                 broker.proc.kill()
+
+
+@pytest.fixture
+def cluster_with_replicas(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(tmp_path / "cluster", replicas=1).start()
+    yield cluster
+    cluster.stop()
+
+
+def test_with_wait_a_cluster_master_failover_loses_no_confirmed_event(
+    cluster_with_replicas: LocalCluster, tmp_path: Path
+) -> None:
+    cluster = cluster_with_replicas
+    env = broker_env(
+        BROKER_REDIS_URL=cluster.url,
+        BROKER_REDIS_CLUSTER="true",
+        BROKER_REDIS_WAIT_REPLICAS="1",
+        **FAST_RETRY,
+    )
+    broker = Process(env, tmp_path / "broker.log")
+    try:
+        listeners = [broker.declare(f"cluster-{i}", "person") for i in range(2)]
+        history = History()
+        load = Load(history, lambda: [broker.url], listeners).start()
+        time.sleep(UNDER_LOAD_SECONDS)
+        # The master of the ingest stream every send goes to.
+        keys = Keys("broker", Settings().ingest_shards)
+        index = cluster.master_index_of(keys.ingest(keys.shard_of("mo", "person")))
+        victim, replica = cluster.masters[index], cluster.replica_of(index)
+        victim.kill()  # kill -9
+        _eventually(lambda: cluster.role(replica) == "master", 30, "the replica takes over")
+        _eventually(lambda: _ready(broker), 15, "ready again")
+        # The old master comes back and joins as the new master's replica.
+        victim.start()
+        cluster.wait_for_replica_of(replica)
+        confirmed_before = len(history.confirmed)
+        time.sleep(UNDER_LOAD_SECONDS)
+        load.stop_emitting()
+        assert len(history.confirmed) > confirmed_before, history.reasons
+        load.drain(listeners, DRAIN_SECONDS)
+        load.stop()
+        verdict = history.check(listeners)
+        _report("cluster master failover, BROKER_REDIS_WAIT_REPLICAS=1", verdict)
+        assert verdict.lost == {}
+        assert broker.stop() == 0, broker.output()
+    finally:
+        if broker.proc.poll() is None:
+            broker.proc.kill()
