@@ -85,6 +85,7 @@ async def _facts(redis: Any, name: str, **target: Any) -> ServerFacts | None:
 async def read_masters(redis: Any) -> list[ServerFacts | None]:
     """The facts of every master (the one server, or each of a cluster); None: no INFO."""
     if isinstance(redis, RedisCluster):
+        await redis.initialize()  # the masters are known only once the slots are read
         return [await _facts(redis, node.name, target_nodes=node) for node in redis.get_primaries()]
     return [await _facts(redis, "redis")]
 

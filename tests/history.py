@@ -95,15 +95,23 @@ class History:
             )
 
 
+_clients = threading.local()  # one keep-alive client per load thread, as real clients
+
+
 def _post(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any] | None:
     """The response body, or None when the broker could not be reached."""
     try:
-        body: dict[str, Any] = httpx.post(
-            f"{url}/graphql/v25", json={"query": query, "variables": variables}, timeout=10
+        body: dict[str, Any] = _clients.http.post(
+            f"{url}/graphql/v25", json={"query": query, "variables": variables}
         ).json()
     except (httpx.TransportError, ValueError):
         return None
     return body
+
+
+def _with_client(run: Callable[..., None], *args: Any) -> None:
+    with httpx.Client(timeout=10) as _clients.http:
+        run(*args)
 
 
 class Load:
@@ -123,10 +131,11 @@ class Load:
         self._emitting = threading.Event()
         self._consuming = threading.Event()
         self._emitters = [
-            threading.Thread(target=self._emit, args=(i,), daemon=True) for i in range(emitters)
+            threading.Thread(target=_with_client, args=(self._emit, i), daemon=True)
+            for i in range(emitters)
         ]
         self._consumers = [
-            threading.Thread(target=self._consume, args=(listener, i), daemon=True)
+            threading.Thread(target=_with_client, args=(self._consume, listener, i), daemon=True)
             for i, listener in enumerate(listeners)
         ]
 

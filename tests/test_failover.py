@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,42 @@ def test_with_wait_a_cluster_master_failover_loses_no_confirmed_event(
     finally:
         if broker.proc.poll() is None:
             broker.proc.kill()
+
+
+def test_a_broker_killed_during_fan_out_on_a_cluster_loses_nothing(
+    redis_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    env = broker_env(
+        BROKER_REDIS_URL=redis_cluster.url,
+        BROKER_REDIS_CLUSTER="true",
+        BROKER_KEY_PREFIX=f"kill{uuid.uuid4().hex[:8]}",  # the session cluster is shared
+        **FAST_RETRY,
+    )
+    first = Process(env, tmp_path / "first.log")
+    second: Process | None = None
+    try:
+        # Several listeners: each ingest batch takes a while to fan out.
+        listeners = [first.declare(f"kill-{i}", "person") for i in range(3)]
+        history = History()
+        subjects = [str(uuid.uuid4()) for _ in range(30)]
+        with ThreadPoolExecutor(8) as pool:
+            for subject, body in zip(subjects, pool.map(lambda s: _send(first, s), subjects)):
+                if body == {"data": {"event_send": True}}:
+                    history.confirm(subject)
+        first.proc.kill()  # kill -9 while its fan-out works through the burst
+        first.proc.wait()
+        second = Process(env, tmp_path / "second.log")
+        load = Load(history, lambda: [second.url], listeners, emitters=1).start()
+        time.sleep(UNDER_LOAD_SECONDS)
+        load.stop_emitting()
+        load.drain(listeners, DRAIN_SECONDS)
+        load.stop()
+        verdict = history.check(listeners)
+        taken_over = second.output().count("took over")
+        _report(f"broker kill -9 during fan-out on a cluster ({taken_over} take-overs)", verdict)
+        assert verdict.lost == {}
+        assert second.stop() == 0
+    finally:
+        for broker in (first, second):
+            if broker is not None and broker.proc.poll() is None:
+                broker.proc.kill()
