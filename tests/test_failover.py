@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,8 @@ def test_a_broker_killed_during_fan_out_on_a_cluster_loses_nothing(
         history = History()
         subjects = [str(uuid.uuid4()) for _ in range(30)]
         with ThreadPoolExecutor(8) as pool:
-            for subject, body in zip(subjects, pool.map(lambda s: _send(first, s), subjects)):
+            replies = pool.map(lambda subject: _send(first, subject), subjects)
+            for subject, body in zip(subjects, replies, strict=True):
                 if body == {"data": {"event_send": True}}:
                     history.confirm(subject)
         first.proc.kill()  # kill -9 while its fan-out works through the burst
