@@ -357,3 +357,37 @@ def test_schema_and_readme_cover_every_value() -> None:
 
     for path in value_paths(defaults, schema):
         assert f"| `{path}` |" in readme, f"{path} is missing from the chart README"
+
+
+def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
+    manifests = render(
+        {
+            "redis": {
+                "password": "master-secret",
+                "sentinel": {
+                    "enabled": True,
+                    "hosts": ["my-redis.mo.svc:26379", "other.mo.svc:26379"],
+                    "password": "sentinel-secret",
+                },
+                "waitReplicas": 1,
+            }
+        }
+    )
+    variables = env(manifests)
+    secret = only(manifests, "Secret")
+
+    assert "BROKER_REDIS_URL" not in variables
+    assert variables["BROKER_REDIS_SENTINELS"]["value"] == "my-redis.mo.svc:26379,other.mo.svc:26379"
+    assert variables["BROKER_REDIS_SENTINEL_MASTER"]["value"] == "mymaster"
+    assert variables["BROKER_REDIS_WAIT_REPLICAS"]["value"] == "1"
+    assert variables["BROKER_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret["metadata"]["name"],
+        "key": "sentinel-password",
+        "optional": True,
+    }
+    assert base64.b64decode(secret["data"]["sentinel-password"]) == b"sentinel-secret"
+
+
+def test_sentinel_and_cluster_exclude_each_other() -> None:
+    with pytest.raises(Exception, match="exclude each other"):
+        render({"redis": {"cluster": True, "sentinel": {"enabled": True, "hosts": ["s:26379"]}}})

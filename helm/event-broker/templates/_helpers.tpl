@@ -59,3 +59,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "event-broker.redisPasswordKey" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretPasswordKey }}{{ else }}redis-password{{ end }}
 {{- end }}
+
+{{- define "event-broker.sentinelPasswordKey" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.sentinel.existingSecretPasswordKey }}{{ else }}sentinel-password{{ end }}
+{{- end }}
