@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -70,3 +71,13 @@ async def test_failed_connects_leave_the_pool_as_it_was(redis_server: EmbeddedRe
         assert await asyncio.gather(*held) == [None, None]
     finally:
         await redis.aclose()
+
+
+def test_sentinels_replace_the_url_and_must_be_host_and_port() -> None:
+    settings = Settings(redis_sentinels="a.svc:26379, b.svc:26379")  # type: ignore[arg-type]
+    assert settings.sentinel_addresses == [("a.svc", 26379), ("b.svc", 26379)]
+    assert settings.external_redis
+    with pytest.raises(ValidationError, match="replaces BROKER_REDIS_URL"):
+        Settings(redis_sentinels="a:26379", redis_url="redis://a:6379")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="is not host:port"):
+        Settings(redis_sentinels="a.svc")  # type: ignore[arg-type]

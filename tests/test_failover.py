@@ -151,8 +151,15 @@ def test_a_full_redis_refuses_sends_cleanly_and_recovers_when_memory_is_freed(
             admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
             for subject in ("refused", "refused again"):
                 assert _send(broker, subject)["errors"][0]["message"] == str(StoreFull())
+            declare = {"input": {"namespace": "mo", "user_key": "late", "routing_key": "x"}}
+            refused = httpx.post(
+                f"{broker.url}/graphql/v25",
+                json={"query": clients.DECLARE_LISTENER, "variables": declare},
+                timeout=30,
+            ).json()
+            assert refused["errors"][0]["message"] == str(StoreFull())
             metrics = httpx.get(f"{broker.url}/metrics").text
-            assert "broker_store_full_total 2.0" in metrics
+            assert "broker_store_full_total 3.0" in metrics
             assert _ready(broker)  # full is not down: fetches and acknowledgements still work
 
             admin.config_set("maxmemory", 0)  # the operator frees memory

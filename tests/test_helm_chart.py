@@ -377,7 +377,9 @@ def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
     secret = only(manifests, "Secret")
 
     assert "BROKER_REDIS_URL" not in variables
-    assert variables["BROKER_REDIS_SENTINELS"]["value"] == "my-redis.mo.svc:26379,other.mo.svc:26379"
+    assert (
+        variables["BROKER_REDIS_SENTINELS"]["value"] == "my-redis.mo.svc:26379,other.mo.svc:26379"
+    )
     assert variables["BROKER_REDIS_SENTINEL_MASTER"]["value"] == "mymaster"
     assert variables["BROKER_REDIS_WAIT_REPLICAS"]["value"] == "1"
     assert variables["BROKER_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
