@@ -77,12 +77,14 @@ async def make(pair: tuple[EmbeddedRedis, EmbeddedRedis]) -> AsyncIterator[Any]:
 
 
 async def _delivered(api: Api, listener: str) -> list[dict[str, Any]]:
-    """The events a listener can fetch once the fan-out has run."""
-    for _ in range(200):
-        if events := await clients.drain(api, listener):
-            return events
+    """The events a listener can fetch once the fan-out has finished every ingest entry."""
+    for _ in range(600):  # up to 30 s: the fan-out backs off while the replica is away
+        store = api.app.state.broker_state["store"]
+        backlog = [await store.ingest_backlog(shard) for shard in range(store.keys.shards)]
+        if sum(backlog) == 0:
+            return await clients.drain(api, listener)
         await asyncio.sleep(0.05)
-    raise AssertionError("the fan-out did not deliver")
+    raise AssertionError("the fan-out did not finish")
 
 
 async def test_without_the_replica_a_send_is_refused_as_retryable_and_a_retry_coalesces(
