@@ -18,9 +18,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
-from broker import api, auth, errors
+from broker import api, auth, errors, explorer
 from broker.connection import connect
 from broker.endpoint import GraphQLEndpoint
 from broker.fanout import FanOut
@@ -159,13 +159,15 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
                 await client.aclose()
 
     # GET shows the explorer (when enabled); POST runs GraphQL (see broker/endpoint.py).
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/graphql", graphql(seed), methods=["GET", "POST"]),
         Route("/graphql/v{version:int}", graphql(released), methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/metrics", metrics_endpoint),
     ]
+    if settings.explorer:
+        routes.append(Mount(explorer.ASSETS_PATH, explorer.assets()))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLog)])
     app.state.broker_state = state
     return app

@@ -1,7 +1,7 @@
 """The GraphQL routes' endpoint: POSTs read, authenticated and answered with little overhead.
 
 One `GraphQLEndpoint` serves each schema's routes (see the route table in broker/app.py):
-GET shows Ariadne's explorer, POST runs the request. Clients post the same few documents
+GET shows the explorer (broker/explorer), POST runs the request. Clients post the same few documents
 over and over (FastRAMQPI polls `event_fetch` and acknowledges each event), so most POSTs
 carry a document this endpoint has already seen parse and validate cleanly. Those run at
 once, as a compiled plan (broker/plans.py) or on graphql-core's executor, and are
@@ -21,14 +21,13 @@ from typing import Any
 
 import orjson
 from ariadne.asgi import GraphQL
-from ariadne.explorer import ExplorerGraphiQL
 from ariadne.graphql import handle_graphql_errors, handle_query_result
 from ariadne.types import ErrorFormatter
 from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from broker import errors
+from broker import errors, explorer
 from broker.auth import Authenticator, Principal
 from broker.documents import DocumentCache
 from broker.limits import JSONOnlyHTTPHandler, validation_rules
@@ -66,20 +65,22 @@ class GraphQLEndpoint:
             context_value=self.ariadne_context,
             debug=False,
             introspection=settings.introspection,
-            explorer=ExplorerGraphiQL() if settings.explorer else None,
+            explorer=explorer.page_for(settings),
             error_formatter=error_formatter,
             http_handler=JSONOnlyHTTPHandler(),
             query_parser=self.documents.parse,
             query_validator=self.documents.validate,
             validation_rules=validation_rules(settings),
         )
+        # GET: the explorer page (or Ariadne's refusal), under the explorer's CSP.
+        self.explorer_page = explorer.WithSecurityHeaders(self.ariadne)
 
     def ariadne_context(self, request: Request, data: Any) -> Any:
         return self.context(request.scope["state"]["principal"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":  # the explorer, or Ariadne's refusal
-            await self.ariadne(scope, receive, send)
+            await self.explorer_page(scope, receive, send)
             return
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:

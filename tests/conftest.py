@@ -28,6 +28,9 @@ from tests.jwks_server import IdentityProvider
 from tests.processes import Process
 from tests.redis_cluster import LocalCluster
 
+# The `browser` fixture (headless Chromium, offline) and its screenshot-on-failure hook.
+pytest_plugins = ["tests.browser"]
+
 # A back-off far longer than any test, so "hidden until its back-off ends" holds however
 # slow the machine (tests of the back-off itself use `backoff_api`). Short fan-out
 # reads: fakeredis finishes a cancelled blocking read in a thread the loop waits for.
