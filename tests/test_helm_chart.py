@@ -10,6 +10,7 @@ import ast
 import base64
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker.metrics import Metrics, Snapshot
+from broker.models import Listener
+from broker.store import IngestLag, ListenerStats
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "event-broker"
@@ -25,7 +31,7 @@ KUBE_VERSION = "1.33.0"
 RELEASE = "event-broker"
 NAMESPACE = "mo"
 # Custom resources kubernetes-validate has no schema for; their fields are asserted by hand.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 Manifest = dict[str, Any]
 
@@ -127,11 +133,13 @@ def test_every_switch_renders_its_object(everything: list[Manifest]) -> None:
     kinds = sorted(manifest["kind"] for manifest in everything)
 
     assert kinds == [
+        "ConfigMap",
         "Deployment",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
         "Pod",
         "PodDisruptionBudget",
+        "PrometheusRule",
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
@@ -240,14 +248,14 @@ def test_redis_tls_refuses_a_plain_redis_url() -> None:
         render(values)
 
 
-def test_auth_is_oidc_with_the_graphql_explorer_off_by_default(
+def test_auth_is_oidc_with_the_offline_graphql_explorer_on_by_default(
     default: list[Manifest],
 ) -> None:
     variables = env(default)
 
     assert variables["BROKER_AUTH"]["value"] == "oidc"
-    assert variables["BROKER_EXPLORER"]["value"] == "false"
-    assert variables["BROKER_INTROSPECTION"]["value"] == "false"
+    assert variables["BROKER_EXPLORER"]["value"] == "true"
+    assert variables["BROKER_INTROSPECTION"]["value"] == "true"
     assert variables["BROKER_LOG_FORMAT"]["value"] == "json"
 
 
@@ -393,3 +401,142 @@ def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
 def test_sentinel_and_cluster_exclude_each_other() -> None:
     with pytest.raises(Exception, match="exclude each other"):
         render({"redis": {"cluster": True, "sentinel": {"enabled": True, "hosts": ["s:26379"]}}})
+# Shipped monitoring: the PrometheusRule and the Grafana dashboard -----------------------------
+
+METRIC = re.compile(r"\b(?:os2mo|broker)_[a-z_]+\b|\bup\b")
+DURATION = re.compile(r"([0-9]+(ms|s|m|h|d|w|y))+")
+
+
+def exported_series() -> set[str]:
+    """Every series name broker/metrics.py exports (counters' _total, histograms' _bucket...)."""
+    listener = Listener(uuid.uuid4(), uuid.uuid4(), "mo", "person", "sync")
+    stats = ListenerStats(pending=2, silenced=1, oldest_ms=1000, oldest_silenced_ms=2000)
+    snapshot = Snapshot([(listener, stats)], [IngestLag(entries=1, oldest_ms=1000)], 2.0)
+    text = Metrics().render(snapshot).decode()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in suffixes.get(family.type, [""])
+    }
+
+
+def queried_series(expression: str) -> set[str]:
+    """The series a PromQL expression reads (the broker's, and Prometheus' own `up`)."""
+    assert expression.count("(") == expression.count(")"), expression
+    assert expression.count("{") == expression.count("}"), expression
+    return set(METRIC.findall(expression)) - {"up"}
+
+
+def alerts(manifests: list[Manifest]) -> dict[str, dict[str, Any]]:
+    rule = only(manifests, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    (group,) = rule["spec"]["groups"]
+    assert set(group) == {"name", "rules"}
+    return {alert["alert"]: alert for alert in group["rules"]}
+
+
+def dashboard(manifests: list[Manifest]) -> dict[str, Any]:
+    (text,) = only(manifests, "ConfigMap")["data"].values()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def test_prometheus_rule_alerts_on_backlog_age_fanout_and_redis(
+    everything: list[Manifest],
+) -> None:
+    rule = only(everything, "PrometheusRule")
+    found = alerts(everything)
+
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert set(found) == {
+        "EventBacklogGrowing",
+        "EventTooOld",
+        "EventFanoutBehind",
+        "EventStoreUnavailable",
+    }
+    for name, alert in found.items():
+        assert set(alert) == {"alert", "expr", "for", "labels", "annotations"}, name
+        assert DURATION.fullmatch(alert["for"]), name
+        assert alert["labels"]["severity"] in {"warning", "critical"}, name
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
+        # Only this release's series: its namespace and the job the ServiceMonitor sets.
+        assert 'namespace="mo", job="mo-events"' in alert["expr"], name
+
+
+def test_prometheus_rule_queries_only_series_the_broker_exports(
+    everything: list[Manifest],
+) -> None:
+    exported = exported_series()
+
+    for name, alert in alerts(everything).items():
+        assert queried_series(alert["expr"]), name
+        assert queried_series(alert["expr"]) <= exported, name
+
+
+def test_prometheus_rule_thresholds_come_from_the_values(everything: list[Manifest]) -> None:
+    found = alerts(everything)
+
+    assert "> 500" in found["EventBacklogGrowing"]["expr"]
+    assert found["EventBacklogGrowing"]["for"] == "1h"
+    assert "> 7200" in found["EventTooOld"]["expr"]
+    assert "> 120" in found["EventFanoutBehind"]["expr"]
+    assert found["EventStoreUnavailable"]["for"] == "1m"
+    assert found["EventStoreUnavailable"]["labels"]["severity"] == "critical"
+
+
+def test_prometheus_rule_takes_a_metric_selector_of_the_users() -> None:
+    values = {
+        "redis": {"url": "redis://redis:6379"},
+        "monitoring": {"prometheusRule": {"enabled": True, "metricSelector": 'job="broker"'}},
+    }
+
+    for alert in alerts(render(values)).values():
+        assert 'job="broker"' in alert["expr"]
+        assert "namespace=" not in alert["expr"]
+
+
+def test_dashboard_config_map_carries_the_sidecar_label(everything: list[Manifest]) -> None:
+    config_map = only(everything, "ConfigMap")
+
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "OS2mo"}
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert list(config_map["data"]) == ["event-broker.json"]
+
+
+def test_dashboard_is_a_grafana_dashboard_of_the_brokers_series(
+    everything: list[Manifest],
+) -> None:
+    board = dashboard(everything)
+    exported = exported_series()
+    panels = [panel for panel in board["panels"] if panel["type"] != "row"]
+    variables = {variable["name"] for variable in board["templating"]["list"]}
+
+    assert board["uid"] and board["title"] and isinstance(board["schemaVersion"], int)
+    assert {"datasource", "namespace", "job"} <= variables
+    assert len({panel["id"] for panel in board["panels"]}) == len(board["panels"])
+    queried: set[str] = set()
+    for panel in panels:
+        assert panel["type"] in {"timeseries", "stat", "table"}, panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0, panel["title"]
+        for target in panel["targets"]:
+            assert '{namespace=~"$namespace", job=~"$job"' in target["expr"], panel["title"]
+            series = queried_series(target["expr"])
+            assert series and series <= exported, (panel["title"], series - exported)
+            queried |= series
+    # What operators look at first: backlog, oldest age, rates, fan-out, latency.
+    assert {
+        "os2mo_events",
+        "os2mo_event_oldest",
+        "os2mo_event_sent_total",
+        "os2mo_event_acknowledged_total",
+        "broker_fanout_backlog",
+        "broker_request_duration_seconds_bucket",
+    } <= queried
+
+
+def test_monitoring_objects_are_off_by_default(default: list[Manifest]) -> None:
+    assert {"PrometheusRule", "ConfigMap"}.isdisjoint(m["kind"] for m in default)
