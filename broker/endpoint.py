@@ -1,7 +1,7 @@
 """The GraphQL routes' endpoint: POSTs read, authenticated and answered with little overhead.
 
 One `GraphQLEndpoint` serves each schema's routes (see the route table in broker/app.py):
-GET shows the explorer (broker/explorer), POST runs the request. Clients post the same few documents
+GET shows the explorer, POST runs the request. Clients post the same few documents
 over and over (FastRAMQPI polls `event_fetch` and acknowledges each event), so most POSTs
 carry a document this endpoint has already seen parse and validate cleanly. Those run at
 once, as a compiled plan (broker/plans.py) or on graphql-core's executor, and are
