@@ -401,6 +401,8 @@ def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
 def test_sentinel_and_cluster_exclude_each_other() -> None:
     with pytest.raises(Exception, match="exclude each other"):
         render({"redis": {"cluster": True, "sentinel": {"enabled": True, "hosts": ["s:26379"]}}})
+
+
 # Shipped monitoring: the PrometheusRule and the Grafana dashboard -----------------------------
 
 METRIC = re.compile(r"\b(?:os2mo|broker)_[a-z_]+\b|\bup\b")
