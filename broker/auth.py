@@ -14,7 +14,8 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from uuid import UUID
@@ -157,12 +158,13 @@ class DevAuthenticator:
         self.all_roles = ROLES | {settings.admin_role, settings.mo_emitter_role}
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        token = bearer_token(authorization)
-        if token is None:
-            return Principal(DEV_OWNER, self.all_roles)
-        claims = _unverified_claims(token)
-        # A dev token with only `uuid` gets every role; one that lists roles gets just those.
-        return principal_from_claims(claims, self.settings, default_roles=self.all_roles)
+        with failing_closed():
+            token = bearer_token(authorization)
+            if token is None:
+                return Principal(DEV_OWNER, self.all_roles)
+            claims = _unverified_claims(token)
+            # A dev token with only `uuid` gets every role; one that lists roles gets just those.
+            return principal_from_claims(claims, self.settings, default_roles=self.all_roles)
 
 
 class OidcAuthenticator:
@@ -188,21 +190,43 @@ class OidcAuthenticator:
         self.claims = jwt.JWTClaimsRegistry(leeway=LEEWAY_SECONDS, **required)
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        token = bearer_token(authorization)
-        if token is None:
-            raise NotAuthenticated()
-        keys = await self.keys.current()
-        try:
+        with failing_closed():
+            token = bearer_token(authorization)
+            if token is None:
+                raise NotAuthenticated("no bearer token")
+            keys = await self.keys.current()
             try:
                 verified = jwt.decode(token, keys, algorithms=self.algorithms)
             except InvalidKeyIdError:
                 keys = await self.keys.refresh()
                 verified = jwt.decode(token, keys, algorithms=self.algorithms)
             self.claims.validate(verified.claims)
-        except (JoseError, ValueError) as error:
-            log.info("rejected bearer token: %s", error)
-            raise NotAuthenticated() from error
-        return principal_from_claims(verified.claims, self.settings)
+            return principal_from_claims(verified.claims, self.settings)
+
+
+@contextmanager
+def failing_closed() -> Iterator[None]:
+    """Turn every failure while reading or verifying a token into one `NotAuthenticated`.
+
+    The token is the caller's to shape, and the JOSE library's failure modes on hostile
+    headers (`["alg"]`, `{"crit": 5}`, huge numbers, junk nested deep) are not a closed set
+    of exception types: any exception here means "not authenticated", never a 500. Logged
+    once at INFO, without a traceback; the caller only ever sees the stable message.
+    """
+    try:
+        yield
+    except NotAuthenticated as error:
+        log.info("rejected bearer token: %s", _reason(error))
+        raise NotAuthenticated() from None
+    except Exception as error:  # see the docstring: fail closed on anything
+        log.info("rejected bearer token: %s", _reason(error))
+        raise NotAuthenticated() from None
+
+
+def _reason(error: Exception) -> str:
+    text = str(error) if str(error) != NotAuthenticated.message else ""
+    reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return reason[:200]  # the text may quote the caller's input
 
 
 class JwksCache:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import ssl
 import time
@@ -18,6 +19,9 @@ from uuid import UUID, uuid4
 import graphql
 import httpx
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
@@ -364,6 +368,143 @@ async def test_bearer_scheme_is_case_insensitive(
 ) -> None:
     token = sign(keys.rsa, claims_for(idp))
     assert (await authenticator.authenticate(f"bearer {token}")).owner == OWNER
+
+
+# Hostile tokens: never a 500, always one INFO line ------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**30, max_value=10**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+HEADER_NAMES = ["alg", "kid", "typ", "crit", "jwk", "jku", "x5c", "x5u", "b64", "enc", "zip"]
+# Headers shaped like a JWS header, with values of every JSON type.
+headers = st.dictionaries(
+    st.sampled_from(HEADER_NAMES), json_values, max_size=4
+) | st.fixed_dictionaries(
+    {
+        "alg": st.sampled_from(["ES256", "RS256", "none", "HS256"]),
+        "kid": st.just("ec-1") | json_values,
+    },
+    optional={"crit": json_values, "b64": json_values, "jwk": json_values},
+)
+CLAIM_NAMES = ["iss", "aud", "exp", "nbf", "iat", "uuid", "realm_access", "sub", "jti"]
+payloads = st.dictionaries(st.sampled_from(CLAIM_NAMES), json_values, max_size=5)
+
+
+def _segment(value: Any) -> str:
+    return b64url(json.dumps(value).encode())
+
+
+segments = (
+    (headers | json_values).map(_segment)
+    | st.binary(max_size=40).map(b64url)
+    | st.text(max_size=30)
+    | st.just("!!not base64!!")
+)
+
+
+@st.composite
+def hostile_tokens(draw: st.DrawFn) -> str:
+    parts = [draw(segments), draw((payloads | json_values).map(_segment) | segments)]
+    parts.append(draw(st.binary(max_size=80).map(b64url) | st.text(max_size=10)))
+    dots = draw(st.sampled_from([".", ".", "..", ""]))
+    return dots.join(parts)
+
+
+def _rejections(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "broker.auth"]
+
+
+@hypothesis_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(token=hostile_tokens())
+async def test_any_hostile_token_is_not_authenticated_and_logged_once_at_info(
+    authenticator: OidcAuthenticator,
+    idp: IdentityProvider,
+    caplog: pytest.LogCaptureFixture,
+    token: str,
+) -> None:
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO, "broker.auth"),
+        pytest.raises(NotAuthenticated, match=r"^User is not authenticated$"),
+    ):
+        await authenticator.authenticate(bearer(token))
+    [record] = _rejections(caplog)
+    assert record.levelno == logging.INFO and record.exc_info is None
+
+
+@hypothesis_settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(claims=payloads)
+async def test_signed_token_with_any_claims_is_refused_cleanly_or_accepted(
+    authenticator: OidcAuthenticator,
+    idp: IdentityProvider,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+    claims: dict[str, Any],
+) -> None:
+    caplog.clear()
+    token = sign(keys.ec, {**claims_for(idp), **claims})
+    with caplog.at_level(logging.INFO, "broker.auth"):
+        try:
+            principal = await authenticator.authenticate(bearer(token))
+        except NotAuthenticated as error:
+            assert str(error) == "User is not authenticated"
+            [record] = _rejections(caplog)
+            assert record.levelno == logging.INFO and record.exc_info is None
+        else:
+            assert principal.owner.int != 0 and not _rejections(caplog)
+
+
+@pytest.mark.parametrize("header", [["alg"], "alg", {"crit": 5}, {"alg": "ES256", "crit": [5]}])
+async def test_malformed_headers_seen_in_the_wild_are_not_authenticated(
+    authenticator: OidcAuthenticator, idp: IdentityProvider, header: Any
+) -> None:
+    token = f"{_segment(header)}.{_segment(claims_for(idp))}.c2lnbmF0dXJl"
+    with pytest.raises(NotAuthenticated, match=r"^User is not authenticated$"):
+        await authenticator.authenticate(bearer(token))
+
+
+@hypothesis_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    token=hostile_tokens()
+    | payloads.map(lambda claims: unsigned({"alg": "none"}, claims))
+    | st.fixed_dictionaries(
+        {"uuid": st.just(str(OWNER))}, optional={"realm_access": json_values}
+    ).map(lambda claims: unsigned({"alg": "none"}, claims))
+)
+async def test_insecure_dev_reads_any_claims_without_failing_loud(
+    dev: DevAuthenticator, caplog: pytest.LogCaptureFixture, token: str
+) -> None:
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "broker.auth"):
+        try:
+            principal = await dev.authenticate(bearer(token))
+        except NotAuthenticated as error:
+            assert str(error) == "User is not authenticated"
+            [record] = _rejections(caplog)
+            assert record.levelno == logging.INFO and record.exc_info is None
+        else:
+            assert all(isinstance(role, str) for role in principal.roles)
 
 
 # Key rotation and refresh limits ------------------------------------------------------------
