@@ -26,7 +26,7 @@ from graphql import (
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
-from broker.limits import query_parser
+from broker.limits import DocumentLimits, query_parser
 from broker.plans import Plan, compile_plan
 
 MAX_DOCUMENTS = 256
@@ -50,9 +50,11 @@ class _Validated:
 class DocumentCache:
     """Ariadne's `query_parser` and `query_validator`, remembering their results."""
 
-    def __init__(self, max_documents: int = MAX_DOCUMENTS) -> None:
+    def __init__(
+        self, max_documents: int = MAX_DOCUMENTS, limits: DocumentLimits | None = None
+    ) -> None:
         self.max_documents = max_documents
-        self._parse = query_parser()
+        self._parse = query_parser(limits=limits)
         self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
         self._validated: dict[int, _Validated] = {}  # by id(document)
 

@@ -30,7 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 from broker import errors, explorer
 from broker.auth import Authenticator, Principal
 from broker.documents import DocumentCache
-from broker.limits import JSONOnlyHTTPHandler, validation_rules
+from broker.limits import DocumentLimits, JSONOnlyHTTPHandler, validation_rules
 from broker.settings import Settings
 
 JSON = b"application/json"
@@ -54,7 +54,7 @@ class GraphQLEndpoint:
         error_formatter: ErrorFormatter,
     ) -> None:
         self.schema = schema
-        self.documents = DocumentCache()
+        self.documents = DocumentCache(limits=DocumentLimits.of(settings))
         self.authenticator = authenticator
         self.context = context
         self.error_formatter = error_formatter

@@ -128,6 +128,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     max_query_depth: int = Field(default=10, ge=2)
     max_aliases: int = Field(default=30, ge=1)
+    max_selections: int = Field(
+        default=1_000,
+        ge=1,
+        description="Selections one GraphQL document may make in all, fragments expanded.",
+    )
+    max_selections_per_set: int = Field(
+        default=50, ge=1, description="Selections in one selection set of a GraphQL document."
+    )
+    max_repeated_fields: int = Field(
+        default=3,
+        ge=1,
+        description="Fields one GraphQL document may select at one response-key path "
+        "(`{ me { uuid } me { uuid } }` selects `me` twice), fragments expanded.",
+    )
 
     # Operation
     log_format: LogFormat = LogFormat.CONSOLE

@@ -93,8 +93,19 @@ SHAPES: list[Any] = [
         " fragment F on Namespace { "
         + " ".join(["name owner public"] * 25)
         + " listeners { uuid owner user_key routing_key } }",
-        "Query selects 241 fields; the limit is 200.",
+        "A selection set has 76 selections; the limit is 50.",
         id="field-bomb",
+    ),
+    pytest.param(
+        # The 7 KB document: seconds of validation CPU before any limit refused it.
+        "{ " + " ".join(["me{actor{uuid}}"] * 420) + " } # 0.8147236863931789",
+        "Syntax Error: Document contains more than 1000 tokens. Parsing aborted.",
+        id="overlapping-fields-bomb",
+    ),
+    pytest.param(
+        "{ " + " ".join(["me{actor{uuid}}"] * 4) + " }",
+        "Query selects `me` more than 3 times, fragments expanded; the limit is 3.",
+        id="repeated-fields",
     ),
 ]
 

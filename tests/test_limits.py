@@ -10,7 +10,7 @@ import httpx
 import pytest
 from ariadne import MutationType, ObjectType, QueryType, make_executable_schema
 from ariadne.asgi import GraphQL
-from graphql import get_introspection_query
+from graphql import get_introspection_query, parse
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -20,13 +20,17 @@ from starlette.types import ASGIApp
 
 from broker.limits import (
     MAX_DEFINITIONS,
+    MAX_DOCUMENT_CHARS,
     MAX_FIELDS,
     MAX_TOKENS,
+    DocumentLimits,
     JSONOnlyHTTPHandler,
+    check_cost,
     query_parser,
     validation_rules,
 )
 from broker.settings import Settings
+from tests import clients
 
 TYPE_DEFS = """
 type Query { hello: String!  node: Node! }
@@ -60,7 +64,7 @@ def make_app(calls: list[str], **overrides: Any) -> ASGIApp:
     graphql = GraphQL(
         make_executable_schema(TYPE_DEFS, query, mutation, node),
         http_handler=JSONOnlyHTTPHandler(),
-        query_parser=query_parser(),
+        query_parser=query_parser(limits=DocumentLimits.of(settings)),
         validation_rules=validation_rules(settings),
         introspection=settings.introspection,
     )
@@ -165,6 +169,10 @@ async def post_with_write(post: Post, bomb: str) -> httpx.Response:
     return await post(json={"query": f"{WRITE}\n{bomb}", "operationName": "Write"})
 
 
+# Settings under which only the validation rules' limits apply, not `check_cost`'s.
+LOOSE = {"max_selections": 10**6, "max_selections_per_set": 10**6, "max_repeated_fields": 10**6}
+
+
 def nested(depth: int, leaf: str = "name") -> str:
     return "node { " + "child { " * (depth - 2) + leaf + " }" * (depth - 1)
 
@@ -227,7 +235,8 @@ async def test_alias_bomb_is_refused(post: Post, calls: list[str]) -> None:
     assert calls == []
 
 
-async def test_field_bomb_is_refused(post: Post, calls: list[str]) -> None:
+async def test_field_bomb_is_refused(make_post: Callable[..., Post], calls: list[str]) -> None:
+    post = make_post(**LOOSE)
     bomb = "query Bomb { node { " + "name " * MAX_FIELDS + "} }"
 
     response = await post_with_write(post, bomb)
@@ -237,7 +246,10 @@ async def test_field_bomb_is_refused(post: Post, calls: list[str]) -> None:
     assert calls == []
 
 
-async def test_fields_are_counted_with_fragments_expanded(post: Post, calls: list[str]) -> None:
+async def test_fields_are_counted_with_fragments_expanded(
+    make_post: Callable[..., Post], calls: list[str]
+) -> None:
+    post = make_post(**LOOSE)
     # Each fragment spreads the previous one twice: 2**8 leaves from a short document.
     fragments = ["fragment F0 on Node { name }"] + [
         f"fragment F{i} on Node {{ child {{ ...F{i - 1} }} children {{ ...F{i - 1} }} }}"
@@ -296,6 +308,140 @@ async def test_deeply_nested_document_is_refused_not_crashed(post: Post, calls: 
 
     assert response.status_code == 400
     assert calls == []
+
+
+# Validation's cost: bounded before validation runs (check_cost)
+
+
+async def test_repeated_field_bomb_is_refused_before_validation(
+    post: Post, calls: list[str]
+) -> None:
+    # The shape that cost seconds in the overlapping-fields rule, at any size.
+    bomb = "query Bomb { " + "node { child { name } } " * 4 + "}"
+
+    response = await post_with_write(post, bomb)
+
+    assert response.status_code == 400
+    assert errors(response) == [
+        "Query selects `node` more than 3 times, fragments expanded; the limit is 3."
+    ]
+    assert calls == []
+
+
+async def test_repeats_are_counted_through_fragments_and_nesting(
+    post: Post, calls: list[str]
+) -> None:
+    bomb = """
+        query Bomb { node { ...A ...B } }
+        fragment A on Node { child { name name } }
+        fragment B on Node { child { ... on Node { name } name } }
+    """
+    response = await post_with_write(post, bomb)
+
+    assert errors(response) == [
+        "Query selects `node.child.name` more than 3 times, fragments expanded; the limit is 3."
+    ]
+    assert calls == []
+
+
+async def test_wide_selection_set_is_refused(post: Post, calls: list[str]) -> None:
+    fields = " ".join(f"a{i}: name" for i in range(25)) + " " + "... on Node { name } " * 26
+
+    response = await post_with_write(post, f"query Wide {{ node {{ {fields} }} }}")
+
+    assert errors(response) == ["A selection set has 51 selections; the limit is 50."]
+    assert calls == []
+
+
+async def test_fragment_bomb_is_counted_without_expanding_it(post: Post, calls: list[str]) -> None:
+    # 2**18 expanded selections from 19 short fragments; counted fragment by fragment.
+    fragments = ["fragment F0 on Node { name }"] + [
+        f"fragment F{i} on Node {{ a: child {{ ...F{i - 1} }} b: child {{ ...F{i - 1} }} }}"
+        for i in range(1, 19)
+    ]
+    bomb = "query Bomb { node { ...F18 } }\n" + "\n".join(fragments)
+
+    response = await post(json={"query": bomb})
+
+    assert response.status_code == 400
+    [message] = errors(response)
+    assert message.startswith("Query has ") and message.endswith(
+        " selections, fragments expanded; the limit is 1000."
+    )
+    assert calls == []
+
+
+async def test_many_arguments_are_refused(post: Post, calls: list[str]) -> None:
+    arguments = ", ".join(["limit: 1"] * 21)
+
+    response = await post_with_write(
+        post, f"query Q {{ node {{ children({arguments}) {{ name }} }} }}"
+    )
+
+    assert errors(response) == ["Field 'children' has 21 arguments; the limit is 20."]
+    assert calls == []
+
+
+async def test_long_document_is_refused_before_parsing(post: Post, calls: list[str]) -> None:
+    document = f"{WRITE}\n#{'x' * MAX_DOCUMENT_CHARS}\nquery Q {{ hello }}"
+
+    response = await post(json={"query": document, "operationName": "Write"})
+
+    assert errors(response) == [
+        f"Query is {len(document)} characters long; the limit is {MAX_DOCUMENT_CHARS}."
+    ]
+    assert calls == []
+
+
+async def test_cost_limits_come_from_settings(
+    make_post: Callable[..., Post], calls: list[str]
+) -> None:
+    tight = make_post(max_selections=3, max_selections_per_set=2, max_repeated_fields=1)
+
+    assert errors(await tight(json={"query": "{ hello hello }"})) == [
+        "Query selects `hello` more than 1 times, fragments expanded; the limit is 1."
+    ]
+    assert errors(await tight(json={"query": "{ hello node { name } __typename }"})) == [
+        "A selection set has 3 selections; the limit is 2."
+    ]
+    assert errors(await tight(json={"query": "{ node { child { child { name } } } }"})) == [
+        "Query has 4 selections, fragments expanded; the limit is 3."
+    ]
+    assert calls == []
+
+
+async def test_a_fragment_cycle_is_refused_by_the_spec_rule_before_counting(
+    post: Post, calls: list[str]
+) -> None:
+    # Spreads in a cycle cannot be sized; the spec's own rule refuses them first.
+    bomb = """
+        query Cycle { node { ...A } }
+        fragment A on Node { a: child { ...B } b: child { ...B } }
+        fragment B on Node { a: child { ...A } b: child { ...A } }
+    """
+    response = await post(json={"query": bomb})
+
+    assert errors(response) == ["Cannot spread fragment 'A' within itself via 'B'."]
+    assert calls == []
+
+
+def _client_documents() -> list[str]:
+    return [
+        value
+        for name, value in vars(clients).items()
+        if name.isupper() and isinstance(value, str) and "{" in value
+    ]
+
+
+@pytest.mark.parametrize(
+    "document", [*_client_documents(), get_introspection_query(True, True, True, True, True)]
+)
+def test_real_documents_pass_the_cost_limits_by_far(document: str) -> None:
+    tenth = DocumentLimits(selections=100, selections_per_set=5, repeated_fields=1)
+    introspection = "__schema" in document
+    limits = DocumentLimits(selections=500, selections_per_set=15) if introspection else tenth
+
+    check_cost(parse(document), limits)  # raises when over
 
 
 # Introspection
