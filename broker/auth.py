@@ -1,4 +1,4 @@
-"""Who is calling: bearer token → `Principal`, and which role each root field needs.
+"""Who is calling: bearer token → `Principal`, with OS2mo realm roles (checked in broker/api.py).
 
 `BROKER_AUTH=oidc` verifies the token against the identity provider's published keys.
 `BROKER_AUTH=insecure-dev` reads the same claims without any verification, so local tests
@@ -25,7 +25,7 @@ from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
-from broker.errors import NotAuthenticated, PermissionDenied
+from broker.errors import NotAuthenticated
 from broker.models import Caller
 from broker.settings import DEV_OWNER, AuthMode, Settings
 
@@ -50,25 +50,6 @@ ROLES: Final = frozenset(
         "read_event_all",
     }
 )
-
-# The role each Query/Mutation field needs; `None`: any authenticated caller.
-FIELD_ROLES: Final[Mapping[str, str | None]] = {
-    "event_fetch": "fetch_event",
-    "event_acknowledge": "acknowledge_event",
-    "event_send": "send_event",
-    "event_silence": "silence_event",
-    "event_unsilence": "unsilence_event",
-    "event_rerun": "rerun_event",
-    "events": "read_event",
-    "event_listeners": "read_event_listener",
-    "event_namespaces": "read_event_namespace",
-    "event_listener_declare": "create_event_listener",
-    "event_listener_create": "create_event_listener",
-    "event_listener_delete": "delete_event_listener",
-    "event_namespace_declare": "create_event_namespace",
-    "event_namespace_delete": "delete_event_namespace",
-    "me": None,
-}
 
 LEEWAY_SECONDS: Final = 30  # clock skew allowed on exp, nbf and iat
 MIN_REFRESH_SECONDS: Final = 10.0  # unknown `kid`s cannot make us fetch keys more often
@@ -99,16 +80,6 @@ def make_authenticator(settings: Settings, http: httpx.AsyncClient) -> Authentic
     if settings.auth is AuthMode.OIDC:
         return OidcAuthenticator(settings, http)
     return DevAuthenticator(settings)
-
-
-def require(principal: Principal, field_name: str) -> None:
-    """Raise `PermissionDenied` unless the principal has the role `field_name` needs."""
-    if field_name not in FIELD_ROLES:
-        # A field nobody mapped fails closed rather than open.
-        raise PermissionDenied()
-    role = FIELD_ROLES[field_name]
-    if role is not None and not principal.has(role):
-        raise PermissionDenied()
 
 
 def may_emit_into_mo(principal: Principal, settings: Settings) -> bool:

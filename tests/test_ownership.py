@@ -16,11 +16,15 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from ariadne import make_executable_schema
+from graphql import TypeInfo, TypeInfoVisitor, Visitor, parse, visit
 from joserfc.jwk import ECKey
 from redis.asyncio import Redis
 
 from broker import cursors
-from broker.auth import FIELD_ROLES, ROLES
+from broker.api import BINDABLES, FIELD_ROLES
+from broker.auth import ROLES
+from broker.schema import schema_text
 from tests import clients
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import IdentityProvider, b64url, sign, unsigned
@@ -635,20 +639,119 @@ FIELD_DOCUMENTS: dict[str, tuple[str, Variables]] = {
 }
 
 
+# The role of each Query and Mutation field, by its name.
+ROOT_ROLES = {
+    name.split(".")[1]: role
+    for name, role in FIELD_ROLES.items()
+    if name.split(".")[0] in ("Query", "Mutation")
+}
+SCHEMA = make_executable_schema(schema_text(), *BINDABLES)
+
+
+def roles_needed(query: str) -> list[str]:
+    """Every role FIELD_ROLES asks for some field of `query`, nested ones included."""
+    type_info = TypeInfo(SCHEMA)
+    needed: set[str] = set()
+
+    class Fields(Visitor):
+        def enter_field(self, node: Any, *_: Any) -> None:
+            parent = type_info.get_parent_type()
+            role = FIELD_ROLES.get(f"{parent.name}.{node.name.value}") if parent else None
+            if role is not None:
+                needed.add(role)
+
+    visit(parse(query), TypeInfoVisitor(type_info, Fields()))
+    return sorted(needed)
+
+
 def test_every_root_field_has_a_document() -> None:
-    assert set(FIELD_DOCUMENTS) == set(FIELD_ROLES)
+    assert set(FIELD_DOCUMENTS) == set(ROOT_ROLES)
 
 
-async def test_every_field_works_for_its_owner_with_just_its_role(world: World) -> None:
+async def test_every_field_works_for_its_owner_with_just_its_roles(world: World) -> None:
     await world.b.data(
         clients.DELETE_LISTENER, {"listener_uuid": world.b_own, "delete_pending_events": True}
     )
     for field_name, (query, variables) in FIELD_DOCUMENTS.items():
-        role = FIELD_ROLES[field_name]
         owner = OWNER_B if field_name == "event_namespace_delete" else OWNER_A
-        caller = world.caller(owner, [] if role is None else [role])
+        caller = world.caller(owner, roles_needed(query))
         body = await caller.post(query, variables(world))
         assert "errors" not in body, (field_name, body)
+
+
+# Documents that reach every nested field of FIELD_ROLES, and the path to it.
+NESTED: dict[str, tuple[str, list[str | int]]] = {
+    "FullEvent.listener": (
+        "query { events { objects { listener { uuid } } } }",
+        ["events", "objects", 0, "listener"],
+    ),
+    "Listener.namespace": (
+        "query { event_listeners { objects { namespace { name } } } }",
+        ["event_listeners", "objects", 0, "namespace"],
+    ),
+    "Listener.events": (
+        "query { event_listeners { objects { events { subject } } } }",
+        ["event_listeners", "objects", 0, "events"],
+    ),
+    "Namespace.listeners": (
+        "query { event_namespaces { objects { listeners { uuid } } } }",
+        ["event_namespaces", "objects", 0, "listeners"],
+    ),
+    "Actor.event_namespaces": (
+        "query { me { actor { event_namespaces { name } } } }",
+        ["me", "actor", "event_namespaces"],
+    ),
+    "Actor.event_listeners": (
+        "query { me { actor { event_listeners { uuid } } } }",
+        ["me", "actor", "event_listeners"],
+    ),
+    # A page's objects need the role of the root field that pages them: the root refuses first.
+    "FullEventPaged.objects": ("query { events { objects { subject } } }", ["events"]),
+    "ListenerPaged.objects": (
+        "query { event_listeners { objects { uuid } } }",
+        ["event_listeners"],
+    ),
+    "NamespacePaged.objects": (
+        "query { event_namespaces { objects { name } } }",
+        ["event_namespaces"],
+    ),
+}
+
+
+def test_every_nested_field_has_a_document() -> None:
+    nested = {name for name in FIELD_ROLES if name.split(".")[0] not in ("Query", "Mutation")}
+    assert set(NESTED) == nested
+
+
+@pytest.mark.parametrize("field", sorted(NESTED))
+async def test_nested_field_needs_its_role_and_writes_nothing(world: World, field: str) -> None:
+    query, path = NESTED[field]
+    role = FIELD_ROLES[field]
+    assert role is not None
+    needed = roles_needed(query)
+    assert role in needed
+    async with nothing_written(world.redis):
+        allowed = await world.caller(OWNER_A, needed).post(query)
+        assert "errors" not in allowed, allowed
+        without = sorted(set(needed) - {role} | {"read_event_all", "admin", "os2mo"})
+        refused = await world.caller(OWNER_A, without).post(query)
+    assert [(error["message"], error["path"]) for error in refused["errors"]] == [(NO_POLICY, path)]
+    assert "a-secret" not in json.dumps(refused)
+
+
+async def test_a_token_without_roles_reads_nothing_through_me(world: World) -> None:
+    nobody = world.caller(OWNER_A, [])
+    for query in (
+        "query { me { actor { event_listeners { events { subject } } } } }",
+        "query { me { actor { event_namespaces { listeners { uuid owner } } } } }",
+        clients.ME,
+    ):
+        body = await nobody.post(query)
+        assert body["data"] is None and {e["message"] for e in body["errors"]} == {NO_POLICY}
+        assert "a-secret" not in json.dumps(body) and world.a_private not in json.dumps(body)
+    assert (await nobody.data("query { me { actor { uuid } } }"))["me"]["actor"] == {
+        "uuid": str(OWNER_A)
+    }
 
 
 async def test_unauthenticated_caller_gets_401_and_writes_nothing(world: World) -> None:
@@ -726,7 +829,7 @@ async def test_bad_tokens_get_401_and_write_nothing(world: World, intruder: ECKe
 
 async def test_each_missing_role_is_refused_and_writes_nothing(world: World) -> None:
     async with nothing_written(world.redis):
-        for field_name, role in FIELD_ROLES.items():
+        for field_name, role in ROOT_ROLES.items():
             if role is None:
                 continue
             query, variables = FIELD_DOCUMENTS[field_name]
