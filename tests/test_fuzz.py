@@ -279,11 +279,7 @@ def _roots_that_may_have_written(query: str, body: dict[str, Any]) -> set[str]:
     nothing.
     """
     errors = body["errors"]
-    if (
-        any(not error.get("path") for error in errors)
-        or body.get("data") is None
-        and not any(error.get("path") for error in errors)
-    ):
+    if any(not error.get("path") for error in errors):
         return set()  # refused before execution: parsing, validation, variables
     failed = {error["path"][0] for error in errors if len(error["path"]) == 1}
     [operation] = [d for d in parse(query).definitions if isinstance(d, OperationDefinitionNode)]
