@@ -42,13 +42,14 @@ from starlette.requests import Request
 from broker.settings import Settings
 
 # Lexical tokens (and, separately, comments) in one document. Parsing costs about 7 µs
-# per token, so a 256 KiB body of `a a a ...` would burn a second; the standard
-# introspection query (all options) has 190 tokens, the clients' documents under 100.
-MAX_TOKENS = 1_000
+# per token and validation more, so this bounds a refused document's CPU to a few ms
+# (benchmarks/document_cost.py); the standard introspection query (all options) has 190
+# tokens, the clients' documents under 100.
+MAX_TOKENS = 500
 # Characters in one document: graphql-core lexes strings and comments a character at a
 # time (a 250 KB string literal costs ~90 ms). The introspection query is 1.7 KB; data
 # belongs in variables, which the body limit bounds.
-MAX_DOCUMENT_CHARS = 16 * 1024
+MAX_DOCUMENT_CHARS = 8 * 1024
 # Field selections per document, fragments expanded (each spread counts its fields again).
 MAX_FIELDS = 200
 # Operations and fragments per document.
