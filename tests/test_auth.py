@@ -427,7 +427,7 @@ def _rejections(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 @hypothesis_settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -449,7 +449,7 @@ async def test_any_hostile_token_is_not_authenticated_and_logged_once_at_info(
 
 
 @hypothesis_settings(
-    max_examples=100,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
@@ -484,7 +484,7 @@ async def test_malformed_headers_seen_in_the_wild_are_not_authenticated(
 
 
 @hypothesis_settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

@@ -228,7 +228,7 @@ _strategies: dict[str, st.SearchStrategy[str]] = {}
 
 
 @hypothesis_settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     # No shrinking: these documents take minutes to shrink; a failure shows the request.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
