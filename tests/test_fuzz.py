@@ -70,20 +70,10 @@ PYTHON_TEXT = re.compile(
     r"|maximum recursion|Internal server error"
 )
 
-# Python's words that other work of issue 10 takes out of the answers (point 9: errors speak
-# the API's language; point 1: one input boundary). Tolerated here until that lands, so
-# that this test guards everything else meanwhile; delete each line when its fix lands.
-KNOWN_ELSEWHERE = re.compile(r"but encountered error 'badly formed hexadecimal UUID string'")
-
 
 def _python_text(text: str) -> str | None:
-    found = PYTHON_TEXT.search(KNOWN_ELSEWHERE.sub("", text))
+    found = PYTHON_TEXT.search(text)
     return None if found is None else found.group()
-
-
-def _names(world: dict[str, Any]) -> st.SearchStrategy[str]:
-    # Names that exist, so that many requests reach real records.
-    return st.sampled_from(["mo", "MO", "ns", "rk", "k", "person", world["listener"]])
 
 
 def _scalars(world: dict[str, Any]) -> dict[str, st.SearchStrategy[ValueNode]]:
