@@ -71,6 +71,19 @@ FIELD_ROLES: Final[Mapping[str, str | None]] = {
 }
 
 
+def require_root_role(principal: auth.Principal, field_name: str) -> None:
+    """Raise `PermissionDenied` unless `principal` has the role of the Query or Mutation
+    field `field_name` (the console applies the same table as GraphQL); unmapped fails closed."""
+    for type_name in ("Query", "Mutation"):
+        key = f"{type_name}.{field_name}"
+        if key in FIELD_ROLES:
+            role = FIELD_ROLES[key]
+            if role is not None and not principal.has(role):
+                raise errors.PermissionDenied()
+            return
+    raise errors.PermissionDenied()
+
+
 @dataclass
 class Context:
     """What every resolver gets as `info.context`, built once per request."""

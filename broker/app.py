@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from broker import api, auth, errors, explorer
 from broker.connection import connect
+from broker.console.routes import console_app
 from broker.endpoint import GraphQLEndpoint
 from broker.fanout import FanOut
 from broker.gauges import read_snapshot
@@ -168,6 +169,10 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     ]
     if settings.explorer:
         routes.append(Mount(explorer.ASSETS_PATH, explorer.assets()))
+    if settings.console:
+        routes.append(
+            console_app(settings, broker, authenticator, partial(auth.caller_of, settings=settings))
+        )
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLog)])
     app.state.broker_state = state
     return app

@@ -143,6 +143,25 @@ class Settings(BaseSettings):
         "(`{ me { uuid } me { uuid } }` selects `me` twice), fragments expanded.",
     )
 
+    # Operator console (/console)
+    console: bool = Field(default=True, description="Serve the operator console on /console.")
+    console_client_id: str | None = Field(
+        default=None, description="OIDC client the console signs in with (oidc mode)."
+    )
+    console_client_secret: str | None = Field(
+        default=None, description="That client's secret; unset for a public client (PKCE only)."
+    )
+    console_redirect_url: str | None = Field(
+        default=None,
+        description="Sign-in callback URL as the browser sees it; default: derived from the "
+        "request (…/console/auth/callback). An https URL makes the session cookie Secure.",
+    )
+    console_session_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        description="Key signing the console's session cookie; the same on every pod.",
+    )
+
     # Operation
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"
@@ -185,4 +204,8 @@ class Settings(BaseSettings):
             raise ValueError("BROKER_RETRY_MAX_SECONDS must be >= BROKER_RETRY_MIN_SECONDS")
         if self.auth is AuthMode.OIDC and not (self.oidc_issuer or self.oidc_jwks_url):
             raise ValueError("BROKER_AUTH=oidc needs BROKER_OIDC_ISSUER or BROKER_OIDC_JWKS_URL")
+        if self.console_client_id and not self.console_session_secret:
+            raise ValueError("BROKER_CONSOLE_CLIENT_ID needs BROKER_CONSOLE_SESSION_SECRET")
+        if self.console_client_id and not self.oidc_issuer:
+            raise ValueError("BROKER_CONSOLE_CLIENT_ID needs BROKER_OIDC_ISSUER (for discovery)")
         return self

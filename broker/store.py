@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +26,10 @@ FANOUT_GROUP = "fanout"
 # Due retries moved back into lanes per fetch: bounds the cost of one fetch.
 RETRY_PUMP_BATCH = 32
 _PAGE = 500
+# The per-minute activity ring in each listener's meta hash (lua/listener.lua, count_rate).
+RATE_SLOTS = 16
+# Entries one subject search looks at per HSCAN call.
+_SEARCH_SCAN = 1000
 
 
 def _lua(name: str) -> str:
@@ -73,6 +78,14 @@ def subject_of(order_key: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerRates:
+    """Events stored for a listener and acknowledgements by it, per minute, lately."""
+
+    stored_per_minute: float
+    acknowledged_per_minute: float
+
+
+@dataclass(frozen=True, slots=True)
 class Fetched:
     """What one fetch found: an event, or when the next one is due."""
 
@@ -95,6 +108,11 @@ def _listener(raw: str) -> Listener:
         routing_key=data["routing_key"],
         user_key=data["user_key"],
     )
+
+
+def _now_ms() -> int:
+    """This process's clock in ms: the minute the console's activity counts go into."""
+    return int(time.time() * 1000)
 
 
 def _owner_arg(owner: UUID | None) -> str:
@@ -307,7 +325,7 @@ class Store:
         deleted = await self.pipeliner.call(
             self._acknowledge,
             self.keys.listener(listener).as_list(),
-            [_owner_arg(owner), subject, generation],
+            [_owner_arg(owner), subject, generation, _now_ms()],
             confirm=True,
         )
         return bool(deleted)
@@ -384,6 +402,28 @@ class Store:
             after = keys[-1]
         return found
 
+    async def search_pending(self, listener: UUID, text: str, limit: int) -> list[PendingEvent]:
+        """Up to `limit` pending events whose subject contains `text`; O(pending events)."""
+        glob = "*" + "".join("\\" + c if c in "*?[]\\" else c for c in text) + "*"
+        events_key = self.keys.listener(listener).events
+        found: list[PendingEvent] = []
+        cursor = 0
+        while True:
+            cursor, page = await self.redis.hscan(
+                events_key, cursor, match=glob, count=_SEARCH_SCAN
+            )
+            found += [_pending(listener, subject, packed) for subject, packed in page.items()]
+            if cursor == 0 or len(found) >= limit:
+                break
+        return sorted(found, key=lambda event: event.order_key)[:limit]
+
+    async def retry_at(self, listener: UUID, subjects: Sequence[str]) -> list[int | None]:
+        """When each subject's back-off ends (ms), `None` for those not waiting one."""
+        if not subjects:
+            return []
+        scores = await self.redis.zmscore(self.keys.listener(listener).retry, list(subjects))
+        return [None if score is None else int(score) for score in scores]
+
     async def count_pending(self, listener: UUID) -> int:
         return int(await self.redis.hlen(self.keys.listener(listener).events))
 
@@ -429,7 +469,7 @@ class Store:
 
     async def apply(self, listener: UUID, entries: Sequence[IngestEntry]) -> int:
         """Coalesce entries into the listener's pending events; -1 if the listener is gone."""
-        args: list[Any] = []
+        args: list[Any] = [_now_ms()]
         for entry in entries:
             args += [entry.subject, entry.priority, entry.id, entry.created_ms]
         return int(
@@ -446,3 +486,33 @@ class Store:
     async def ack_ingest(self, shard: int, ids: Sequence[str]) -> None:
         if ids:
             await self._ack_ingest(keys=[self.keys.ingest(shard)], args=list(ids))
+
+    # Console --------------------------------------------------------------------------------
+
+    async def listener_rates(
+        self, listeners: Sequence[UUID], now_ms: int, window_minutes: int
+    ) -> list[ListenerRates]:
+        """Per-minute rates over the `window_minutes` before the current minute and its part.
+
+        The counts live in Redis (every pod sees the same); `now_ms` places the window.
+        """
+        if not 1 <= window_minutes < RATE_SLOTS:
+            raise ValueError(f"window_minutes must be 1 to {RATE_SLOTS - 1}")
+        fields = [f"rate:{kind}:{slot}" for kind in "sa" for slot in range(RATE_SLOTS)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uuid in listeners:
+                pipe.hmget(self.keys.listener(uuid).meta, fields)
+            replies = await pipe.execute()
+        minute = now_ms // 60000
+        span_minutes = window_minutes + (now_ms % 60000) / 60000
+        rates = []
+        for reply in replies:
+            totals = {"s": 0, "a": 0}
+            for field, held in zip(fields, reply, strict=True):
+                if held is None:
+                    continue
+                at, count = (int(part) for part in held.split("|"))
+                if minute - window_minutes <= at <= minute:
+                    totals[field.split(":")[1]] += count
+            rates.append(ListenerRates(totals["s"] / span_minutes, totals["a"] / span_minutes))
+        return rates

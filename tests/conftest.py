@@ -24,12 +24,18 @@ from redis.asyncio.cluster import RedisCluster
 from broker.app import create_app
 from broker.embedded import EmbeddedRedis
 from broker.settings import Settings
+
+# Browser fixtures (and the hook that lets a failing test keep a screenshot).
+from tests.browser import (  # noqa: F401
+    browser_page,
+    chromium,
+    live_broker,
+    network,
+    pytest_runtest_makereport,
+)
 from tests.jwks_server import IdentityProvider
 from tests.processes import Process
 from tests.redis_cluster import LocalCluster
-
-# The `browser` fixture (headless Chromium, offline) and its screenshot-on-failure hook.
-pytest_plugins = ["tests.browser"]
 
 # A back-off far longer than any test, so "hidden until its back-off ends" holds however
 # slow the machine (tests of the back-off itself use `backoff_api`). Short fan-out

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from broker import explorer
 from broker.embedded import EmbeddedRedis
-from tests.browser import Browser
+from tests.browser import Network
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import IdentityProvider, sign
 from tests.processes import Process, broker_env
@@ -97,8 +97,7 @@ def test_vendored_packages_are_pinned_and_keep_their_licences() -> None:
 # In a real browser with the outside network blocked -------------------------------------------
 
 
-def open_explorer(browser: Browser, url: str) -> Page:
-    page = browser.page
+def open_explorer(page: Page, url: str) -> Page:
     page.goto(url)
     expect(page.locator(".graphiql-container")).to_be_visible(timeout=20_000)
     return page
@@ -127,7 +126,8 @@ def start_broker(tmp_path: Path, redis_server: EmbeddedRedis, **settings: str) -
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS)
 def test_explorer_runs_a_query_in_a_browser_without_internet(
-    browser: Browser,
+    browser_page: Page,
+    network: Network,
     tmp_path: Path,
     redis_server: EmbeddedRedis,
     processes: list[Process],
@@ -139,7 +139,7 @@ def test_explorer_runs_a_query_in_a_browser_without_internet(
     declare = "mutation($name: String!) { event_namespace_declare(input: {name: $name}) { name } }"
     broker.gql(declare, {"name": name})
 
-    page = open_explorer(browser, broker.url + path)
+    page = open_explorer(browser_page, broker.url + path)
     run_in_explorer(page, "Listed", "{ event_namespaces { objects { name public } } }")
 
     expect(page.locator(".result-window")).to_contain_text(name, timeout=20_000)
@@ -147,13 +147,14 @@ def test_explorer_runs_a_query_in_a_browser_without_internet(
     page.get_by_label("Show Documentation Explorer").click()
     page.get_by_role("link", name="Query").click()
     expect(page.locator(".graphiql-doc-explorer")).to_contain_text("event_fetch")
-    assert browser.outside_requests == []
-    assert browser.errors == []
+    assert network.blocked == []
+    assert network.errors == []
 
 
 @pytest.mark.slow
 def test_explorer_sends_the_bearer_token_typed_into_its_headers_editor(
-    browser: Browser,
+    browser_page: Page,
+    network: Network,
     tmp_path: Path,
     redis_server: EmbeddedRedis,
     processes: list[Process],
@@ -169,7 +170,7 @@ def test_explorer_sends_the_bearer_token_typed_into_its_headers_editor(
     claims = {"uuid": str(owner), "exp": now + 300, "iat": now, "realm_access": {"roles": []}}
     token = sign(signing_key, claims)
 
-    page = open_explorer(browser, broker.url + "/graphql/v25")
+    page = open_explorer(browser_page, broker.url + "/graphql/v25")
     run_in_explorer(page, "Me", "{ me { actor { uuid } } }")
     expect(page.locator(".result-window")).to_contain_text("not authenticated", timeout=20_000)
     page.locator(".graphiql-editor-tool .CodeMirror").last.click()
@@ -177,4 +178,4 @@ def test_explorer_sends_the_bearer_token_typed_into_its_headers_editor(
     page.locator(".graphiql-execute-button").click()
 
     expect(page.locator(".result-window")).to_contain_text(str(owner), timeout=20_000)
-    assert browser.outside_requests == []
+    assert network.blocked == []

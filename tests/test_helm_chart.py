@@ -273,6 +273,32 @@ def test_values_reach_the_broker_settings(everything: list[Manifest]) -> None:
     assert values["BROKER_KEY_PREFIX"] == "mo"
 
 
+def test_console_sign_in_values_reach_the_broker_and_its_secrets_stay_in_a_secret(
+    default: list[Manifest], everything: list[Manifest]
+) -> None:
+    variables = env(everything)
+
+    assert env(default)["BROKER_CONSOLE"]["value"] == "true"
+    assert "BROKER_CONSOLE_CLIENT_ID" not in env(default)
+    assert variables["BROKER_CONSOLE_CLIENT_ID"]["value"] == "event-broker-console"
+    assert variables["BROKER_CONSOLE_REDIRECT_URL"]["value"] == (
+        "https://events.example.org/console/auth/callback"
+    )
+    for name, key in (
+        ("BROKER_CONSOLE_SESSION_SECRET", "session-secret"),
+        ("BROKER_CONSOLE_CLIENT_SECRET", "client-secret"),
+    ):
+        reference = variables[name]["valueFrom"]["secretKeyRef"]
+        assert (reference["name"], reference["key"]) == ("mo-events-console", key)
+
+
+def test_a_console_client_without_its_secret_is_refused() -> None:
+    with pytest.raises(
+        helm.HelmRenderError, match=r"console\.clientId needs console\.existingSecret"
+    ):
+        render({"console": {"clientId": "event-broker-console"}})
+
+
 def test_every_variable_names_a_broker_setting(everything: list[Manifest]) -> None:
     source = ast.parse((ROOT / "broker" / "settings.py").read_text())
     settings = next(

@@ -1,11 +1,13 @@
 -- Fan-out: apply ingest entries to one listener, coalescing per subject.
 -- KEYS: the listener keys (see listener.lua).
--- ARGV: groups of four: subject, priority, ingest entry id, created ms.
+-- ARGV[1] now in ms (the caller's clock; minute of the console's count), then groups of
+-- four: subject, priority, ingest entry id, created ms.
 -- Returns the number of entries that changed something, or -1 if the listener is gone.
 -- Idempotent: an entry whose id equals the record's last applied id is skipped;
 -- an older entry (fan-out workers ran out of order) only merges its priority.
 -- The creation time is the first applied entry's and never changes (it orders `index`).
--- Cost: O(log n) per entry; about four commands for a new event.
+-- Cost: O(log n) per entry; about four commands for a new event, plus two per call
+-- (the console's per-minute count, see count_rate).
 if redis.call('EXISTS', META) == 0 then return -1 end
 local changed = 0
 local gen = nil  -- the generation counter, read once and written back once
@@ -15,7 +17,7 @@ local function next_gen()
   return string.format('%d', gen)
 end
 
-for i = 1, #ARGV, 4 do
+for i = 2, #ARGV, 4 do
   local subject, priority, src, created = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local r = load(subject)
   if not r then
@@ -47,4 +49,5 @@ for i = 1, #ARGV, 4 do
   end
 end
 if gen then redis.call('HSET', META, 'gen', string.format('%d', gen)) end
+if changed > 0 then count_rate('s', changed, tonumber(ARGV[1])) end
 return changed

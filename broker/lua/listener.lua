@@ -115,3 +115,23 @@ end
 local function owned_by(owner)
   return owner == '' or redis.call('HGET', META, 'owner') == owner
 end
+
+-- Recent activity for the console: per-minute counts kept in META as a ring of
+-- RATE_SLOTS fields `rate:<kind>:<minute % RATE_SLOTS>` = "<minute>|<count>" (kind `s`:
+-- events stored for the listener, `a`: acknowledgements). A slot holding an older minute
+-- is stale and restarts at zero. `now` comes from the caller (Redis' TIME costs more
+-- than the rest of this). Cost: one HGET and one HSET, O(1), no new key.
+local RATE_SLOTS = 16
+
+local function count_rate(kind, n, now)
+  if not now then return end
+  local minute = math.floor(now / 60000)
+  local field = 'rate:' .. kind .. ':' .. (minute % RATE_SLOTS)
+  local count = n
+  local held = redis.call('HGET', META, field)
+  if held then
+    local at, seen = string.match(held, '(%d+)|(%d+)')
+    if tonumber(at) == minute then count = count + tonumber(seen) end
+  end
+  redis.call('HSET', META, field, string.format('%d|%d', minute, count))
+end

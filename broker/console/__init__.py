@@ -1,0 +1,1 @@
+"""The operator console on /console: server-rendered pages over the domain operations."""
