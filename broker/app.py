@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from broker import api, auth, errors, explorer
+from broker import api, auth, devtokens, errors, explorer
 from broker.connection import connect
 from broker.console.routes import console_app
 from broker.endpoint import GraphQLEndpoint
@@ -34,7 +34,7 @@ from broker.operations import Broker
 from broker.replication import Replication
 from broker.schema import schema_text, seed_variant
 from broker.server import ServerRefused, ServerWatch
-from broker.settings import Settings
+from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
 from broker.store import RedisClient, Store
 
@@ -172,6 +172,11 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     if settings.console:
         routes.append(
             console_app(settings, broker, authenticator, partial(auth.caller_of, settings=settings))
+        )
+    if settings.auth is AuthMode.INSECURE_DEV:
+        # Integrations fetch development tokens here instead of from a Keycloak.
+        routes.append(
+            Route(devtokens.PATH, devtokens.TokenEndpoint(settings).answer, methods=["POST"])
         )
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestLog)])
     app.state.broker_state = state

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     retry_min_seconds: float = Field(default=180.0, gt=0)
     retry_max_seconds: float = Field(default=61200.0, gt=0)
     fetch_max_wait_seconds: float = Field(default=30.0, ge=0)
+    fetch_default_wait_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a fetch that sends no `wait` waits for an event (0: OS2mo's "
+        "behaviour, answer at once); capped by fetch_max_wait_seconds.",
+    )
     fetch_empty_cache_seconds: float = Field(
         default=30.0,
         ge=0,

@@ -191,3 +191,21 @@ async def test_a_listener_whose_events_were_stored_is_woken_when_another_failed(
         await asyncio.sleep(0.01)
     assert event is not None and event["subject"] == "s1"
     assert notifier.subscribed
+
+
+@pytest.mark.parametrize(("default_wait", "waits"), [(30, True), (0, False)])
+async def test_a_fetch_without_wait_waits_the_default_wait_for_an_event(
+    make_api: Any, default_wait: float, waits: bool
+) -> None:
+    """FastRAMQPI's fetch sends no `wait`: BROKER_FETCH_DEFAULT_WAIT_SECONDS long-polls it."""
+    api = await make_api(fetch_default_wait_seconds=default_wait)
+    listener = await declare(api, "person", "unchanged")
+    await subscribed(api)
+    poll = asyncio.ensure_future(clients.fetch(api, listener))
+    await asyncio.sleep(0.3)  # the poll is under way before the event exists
+    await send(api, "person", "s1")
+    event = await poll
+    if waits:
+        assert event is not None and event["subject"] == "s1"
+    else:
+        assert event is None
