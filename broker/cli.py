@@ -91,6 +91,39 @@ def serve(host: str, port: int, workers: int) -> None:
         )
 
 
+def relay(host: str, port: int) -> None:
+    """Copy OS2mo's events into the broker's `mo` namespace; health and metrics on host:port."""
+    from broker.relay.settings import RelaySettings
+
+    settings = load_settings()
+    logs.configure(settings)
+    # One INFO line per upstream call would drown the relay's own lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if settings.redis_url is None:
+        sys.exit("broker relay writes to the broker's Redis: set BROKER_REDIS_URL")
+    try:
+        relay_settings = RelaySettings()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = "BROKER_RELAY_" + "_".join(str(part) for part in problem["loc"]).upper()
+        if not problem["loc"]:
+            where = "relay settings"
+        sys.exit(f"invalid setting {where}: {problem['msg']}")
+    from broker.relay.service import create_relay_app
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
+    uvicorn.run(
+        create_relay_app(settings, relay_settings),
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        access_log=False,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="broker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,8 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--workers", type=int, default=1)
+    copy = commands.add_parser("relay", help="copy OS2mo's events into the broker's mo")
+    copy.add_argument("--host", default="127.0.0.1", help="health and metrics address")
+    copy.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.workers)
+    if args.command == "relay":
+        relay(args.host, args.port)
+    else:
+        serve(args.host, args.port, args.workers)
 
 
 if __name__ == "__main__":

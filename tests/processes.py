@@ -23,15 +23,16 @@ def broker_env(**extra: str) -> dict[str, str]:
 
 
 class Process:
-    """`python -m broker serve` on a free port, started and ready; its output goes to `log`."""
+    """`python -m broker serve` (or `command`) on a free port, started and ready; its output
+    goes to `log`."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, command: str = "serve") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "broker", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "broker", command, "--port", str(self.port)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -46,7 +47,7 @@ class Process:
                 pass
             time.sleep(0.1)
         self.proc.kill()
-        raise AssertionError(f"broker did not get ready:\n{self.output()}")
+        raise AssertionError(f"broker {command} did not get ready:\n{self.output()}")
 
     def gql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         body = httpx.post(

@@ -63,7 +63,9 @@ async def test_two_client_ids_are_two_owners_and_one_is_always_the_same() -> Non
         {},
     ],
 )
-async def test_other_grants_and_missing_client_ids_are_refused(api: Api, form: dict[str, str]) -> None:
+async def test_other_grants_and_missing_client_ids_are_refused(
+    api: Api, form: dict[str, str]
+) -> None:
     response = await api.http.post(TOKEN_PATH, data=form)
     assert response.status_code in (400, 401)
     assert "error" in response.json()

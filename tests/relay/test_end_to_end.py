@@ -1,0 +1,103 @@
+"""`broker relay` between two real brokers (the upstream one acting as OS2mo), killed mid-stream."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from broker.embedded import EmbeddedRedis
+from tests import clients
+from tests.processes import Process, broker_env
+
+pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
+
+EVENTS = 25
+
+
+def send_upstream(upstream: Process, subjects: list[str], routing_key: str) -> None:
+    for subject in subjects:
+        variables = {
+            "input": {
+                "namespace": "mo",
+                "routing_key": routing_key,
+                "subject": subject,
+                "priority": 7,
+            }
+        }
+        assert upstream.gql(clients.SEND, variables)["event_send"] is True
+
+
+def receive_downstream(
+    downstream: Process, listener: str, wanted: set[str], seconds: float
+) -> set[str]:
+    """Fetch and acknowledge until every wanted subject arrived (or time is up)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + seconds
+    while not wanted <= seen and time.monotonic() < deadline:
+        event = downstream.gql(clients.FETCH, {"listener": listener})["event_fetch"]
+        if event is None:
+            time.sleep(0.05)
+            continue
+        assert event["priority"] == 7
+        seen.add(event["subject"])
+        downstream.gql(clients.ACK, {"token": event["token"]})
+    return seen
+
+
+def test_every_event_sent_upstream_reaches_the_downstream_listener_across_kill_9_of_the_relay(
+    redis_server: EmbeddedRedis, tmp_path: Path, processes: list[Process]
+) -> None:
+    prefix = uuid4().hex[:8]
+    common = {"BROKER_REDIS_URL": redis_server.url, "BROKER_FANOUT_BLOCK_SECONDS": "0.1"}
+    # Upstream "OS2mo": its relay listener's unacknowledged events come back after 1 s.
+    upstream = Process(
+        broker_env(
+            **common,
+            BROKER_KEY_PREFIX=f"up{prefix}",
+            BROKER_RETRY_MIN_SECONDS="1",
+            BROKER_RETRY_MAX_SECONDS="1",
+        ),
+        tmp_path / "upstream.log",
+    )
+    processes.append(upstream)
+    downstream = Process(
+        broker_env(**common, BROKER_KEY_PREFIX=f"down{prefix}"), tmp_path / "downstream.log"
+    )
+    processes.append(downstream)
+    listener = downstream.declare("integration", "person")
+    relay_env = broker_env(
+        **common,
+        BROKER_KEY_PREFIX=f"down{prefix}",
+        BROKER_RELAY_SOURCE="graphql",
+        BROKER_RELAY_OS2MO_URL=f"{upstream.url}/graphql/v25",
+        # The upstream broker's development token endpoint stands in for Keycloak.
+        BROKER_RELAY_AUTH_SERVER=f"{upstream.url}/auth",
+        BROKER_RELAY_AUTH_REALM="mo",
+        BROKER_RELAY_CLIENT_ID="event-broker-relay",
+        BROKER_RELAY_CLIENT_SECRET="dev",
+        BROKER_RELAY_ROUTING_KEYS="person,engagement",
+        BROKER_RELAY_PARALLELISM="4",
+        BROKER_RELAY_POLL_SECONDS="0.05",
+    )
+    relay = Process(relay_env, tmp_path / "relay-1.log", command="relay")
+    processes.append(relay)
+
+    first = [f"first-{n}" for n in range(EVENTS)]
+    send_upstream(upstream, first, "person")
+    seen = receive_downstream(downstream, listener, {first[0]}, seconds=60)
+    assert first[0] in seen, relay.output()
+    relay.proc.send_signal(signal.SIGKILL)  # mid-stream: others are fetched, not yet stored
+    relay.proc.wait()
+
+    second = [f"second-{n}" for n in range(EVENTS)]
+    send_upstream(upstream, second, "person")
+    restarted = Process(relay_env, tmp_path / "relay-2.log", command="relay")
+    processes.append(restarted)
+    wanted = set(first) | set(second)
+    seen |= receive_downstream(downstream, listener, wanted, seconds=90)
+    assert wanted - seen == set(), restarted.output()
+    assert restarted.stop() == 0
