@@ -154,9 +154,7 @@ async def test_redis_errors_are_retried_until_the_broker_confirms(
     assert source.metrics.store_errors._value.get() == 2
 
 
-async def test_a_401_fetches_a_new_token_and_retries_the_call(
-    upstream: Api, sink: MoSink
-) -> None:
+async def test_a_401_fetches_a_new_token_and_retries_the_call(upstream: Api, sink: MoSink) -> None:
     transport = CountingTransport(upstream.app)
     source = GraphQLSource(relay_settings(), sink, sink.metrics, transport)
     listeners = await source.declare()
@@ -167,9 +165,7 @@ async def test_a_401_fetches_a_new_token_and_retries_the_call(
     await source.close()
 
 
-async def test_two_replicas_relay_every_event(
-    upstream: Api, downstream: Api, sink: MoSink
-) -> None:
+async def test_two_replicas_relay_every_event(upstream: Api, downstream: Api, sink: MoSink) -> None:
     integration = await declare(downstream, "person", "integration")
     replicas = [
         GraphQLSource(
