@@ -1,12 +1,17 @@
-"""`broker relay` between two real brokers (the upstream one acting as OS2mo), killed mid-stream."""
+"""`broker relay` as a real process killed mid-stream: from an upstream broker acting as OS2mo,
+and from the real RabbitMQ."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import time
 from pathlib import Path
 from uuid import uuid4
 
+import aio_pika
+import httpx
 import pytest
 
 from broker.embedded import EmbeddedRedis
@@ -16,6 +21,7 @@ from tests.processes import Process, broker_env
 pytestmark = [pytest.mark.real_redis, pytest.mark.slow]
 
 EVENTS = 25
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def send_upstream(upstream: Process, subjects: list[str], routing_key: str) -> None:
@@ -32,7 +38,7 @@ def send_upstream(upstream: Process, subjects: list[str], routing_key: str) -> N
 
 
 def receive_downstream(
-    downstream: Process, listener: str, wanted: set[str], seconds: float
+    downstream: Process, listener: str, wanted: set[str], seconds: float, priority: int = 7
 ) -> set[str]:
     """Fetch and acknowledge until every wanted subject arrived (or time is up)."""
     seen: set[str] = set()
@@ -42,7 +48,7 @@ def receive_downstream(
         if event is None:
             time.sleep(0.05)
             continue
-        assert event["priority"] == 7
+        assert event["priority"] == priority
         seen.add(event["subject"])
         downstream.gql(clients.ACK, {"token": event["token"]})
     return seen
@@ -100,4 +106,69 @@ def test_every_event_sent_upstream_reaches_the_downstream_listener_across_kill_9
     wanted = set(first) | set(second)
     seen |= receive_downstream(downstream, listener, wanted, seconds=90)
     assert wanted - seen == set(), restarted.output()
+    metrics = httpx.get(f"{restarted.url}/metrics").text
+    assert 'broker_relay_relayed_total{routing_key="person",source="graphql"}' in metrics
     assert restarted.stop() == 0
+
+
+def publish(exchange: str, bodies: list[bytes]) -> None:
+    async def go() -> None:
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            target = await channel.get_exchange(exchange)
+            for body in bodies:
+                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                await target.publish(message, "person")
+
+    asyncio.run(go())
+
+
+def delete(exchange: str, queue: str) -> None:
+    async def go() -> None:
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            for name in (queue, f"{queue}.dead-letter"):
+                await channel.queue_delete(name)
+            for name in (exchange, f"{queue}.dead-letter"):
+                await channel.exchange_delete(name)
+
+    asyncio.run(go())
+
+
+def test_every_message_published_to_rabbitmq_reaches_the_listener_across_kill_9_of_the_relay(
+    redis_server: EmbeddedRedis, tmp_path: Path, processes: list[Process]
+) -> None:
+    prefix = uuid4().hex[:8]
+    exchange, queue = f"test-os2mo-{prefix}", f"test-relay-{prefix}"
+    common = {
+        "BROKER_REDIS_URL": redis_server.url,
+        "BROKER_FANOUT_BLOCK_SECONDS": "0.1",
+        "BROKER_KEY_PREFIX": f"down{prefix}",
+    }
+    downstream = Process(broker_env(**common), tmp_path / "downstream.log")
+    processes.append(downstream)
+    listener = downstream.declare("integration", "person")
+    relay_env = broker_env(
+        **common,
+        BROKER_RELAY_SOURCE="amqp",
+        BROKER_RELAY_AMQP_URL=AMQP_URL,
+        BROKER_RELAY_AMQP_EXCHANGE=exchange,
+        BROKER_RELAY_AMQP_QUEUE=queue,
+        BROKER_RELAY_ROUTING_KEYS="person",
+    )
+    try:
+        relay = Process(relay_env, tmp_path / "relay-1.log", command="relay")
+        processes.append(relay)
+        subjects = [str(uuid4()) for _ in range(2 * EVENTS)]
+        publish(exchange, [json.dumps(subject).encode() for subject in subjects[:EVENTS]])
+        seen = receive_downstream(downstream, listener, {subjects[0]}, seconds=60, priority=10000)
+        relay.proc.send_signal(signal.SIGKILL)
+        relay.proc.wait()
+        publish(exchange, [json.dumps(subject).encode() for subject in subjects[EVENTS:]])
+        restarted = Process(relay_env, tmp_path / "relay-2.log", command="relay")
+        processes.append(restarted)
+        seen |= receive_downstream(downstream, listener, set(subjects), 90, priority=10000)
+        assert set(subjects) - seen == set(), restarted.output()
+        assert restarted.stop() == 0
+    finally:
+        delete(exchange, queue)
