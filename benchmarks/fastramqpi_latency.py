@@ -100,14 +100,16 @@ def main() -> None:
         print(f"FastRAMQPI send -> handler latency, {args.events} events each")
         for name, latencies in results.items():
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-            ratio = (
-                ""
-                if baseline is None
-                else f"  ({baseline[0] / p50:.0f}x lower p50, {baseline[1] / p99:.0f}x lower p99)"
-            )
+            ratio = ""
+            if baseline is not None:
+                ratio = (
+                    f"  ({baseline[0] / p50:.0f}x lower p50, {baseline[1] / p99:.0f}x lower p99)"
+                )
             baseline = baseline or (p50, p99)
+            mean = statistics.mean(latencies) * 1000
             print(
-                f"  {name:28} p50 {p50 * 1000:8.1f} ms  p99 {p99 * 1000:8.1f} ms  mean {statistics.mean(latencies) * 1000:8.1f} ms  n={len(latencies)}{ratio}"
+                f"  {name:28} p50 {p50 * 1000:8.1f} ms  p99 {p99 * 1000:8.1f} ms"
+                f"  mean {mean:8.1f} ms  n={len(latencies)}{ratio}"
             )
     finally:
         for proc in brokers:
