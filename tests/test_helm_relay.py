@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import base64
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def test_amqp_reads_its_url_from_an_existing_secret_and_none_is_created() -> Non
 
 
 def test_a_graphql_relay_without_its_upstream_is_refused() -> None:
-    with pytest.raises(Exception, match="relay.graphql.os2moUrl"):
+    with pytest.raises(helm.HelmError, match=re.escape("relay.graphql.os2moUrl")):
         render({"redis": {"url": "redis://r:6379/0"}, "relay": {"enabled": True}})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from broker.relay.settings import RelaySettings
 from broker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,5 +19,6 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    documented = set(re.findall(r"^\| `(BROKER_[A-Z_]+)` \|", README, re.M))
-    assert documented == {f"BROKER_{name.upper()}" for name in Settings.model_fields}
+    documented = set(re.findall(r"^\| `(BROKER_[A-Z0-9_]+)` \|", README, re.M))
+    relay = {f"BROKER_RELAY_{name.upper()}" for name in RelaySettings.model_fields}
+    assert documented == {f"BROKER_{name.upper()}" for name in Settings.model_fields} | relay
