@@ -172,3 +172,63 @@ def test_every_message_published_to_rabbitmq_reaches_the_listener_across_kill_9_
         assert restarted.stop() == 0
     finally:
         delete(exchange, queue)
+
+
+def test_nothing_is_lost_across_kill_9_of_redis_and_of_the_downstream_broker(
+    redis_server: EmbeddedRedis, tmp_path: Path, processes: list[Process]
+) -> None:
+    """The relay retries while the broker's Redis is down; fan-out work a killed broker left
+    is taken over by its successor."""
+    own = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        prefix = uuid4().hex[:8]
+        upstream = Process(
+            broker_env(
+                BROKER_REDIS_URL=redis_server.url,
+                BROKER_KEY_PREFIX=f"up{prefix}",
+                BROKER_RETRY_MIN_SECONDS="1",
+                BROKER_RETRY_MAX_SECONDS="1",
+            ),
+            tmp_path / "upstream.log",
+        )
+        processes.append(upstream)
+        down_env = broker_env(
+            BROKER_REDIS_URL=own.url,
+            BROKER_FANOUT_BLOCK_SECONDS="0.1",
+            BROKER_FANOUT_CLAIM_IDLE_SECONDS="1",
+        )
+        downstream = Process(down_env, tmp_path / "downstream-1.log")
+        processes.append(downstream)
+        listener = downstream.declare("integration", "person")
+        relay = Process(
+            broker_env(
+                BROKER_REDIS_URL=own.url,
+                BROKER_RELAY_OS2MO_URL=f"{upstream.url}/graphql/v25",
+                BROKER_RELAY_AUTH_SERVER=f"{upstream.url}/auth",
+                BROKER_RELAY_CLIENT_ID="event-broker-relay",
+                BROKER_RELAY_CLIENT_SECRET="dev",
+                BROKER_RELAY_ROUTING_KEYS="person",
+                BROKER_RELAY_POLL_SECONDS="0.05",
+            ),
+            tmp_path / "relay.log",
+            command="relay",
+        )
+        processes.append(relay)
+
+        batches = [[f"{name}-{n}" for n in range(10)] for name in ("a", "b", "c")]
+        send_upstream(upstream, batches[0], "person")
+        own.kill()  # Redis dies mid-stream; the relay keeps its fetched events unacknowledged
+        send_upstream(upstream, batches[1], "person")
+        time.sleep(1)
+        own.start()  # same port and data: what Redis confirmed is in its append-only file
+        downstream.proc.send_signal(signal.SIGKILL)
+        downstream.proc.wait()
+        send_upstream(upstream, batches[2], "person")
+        restarted = Process(down_env, tmp_path / "downstream-2.log")
+        processes.append(restarted)
+        wanted = {subject for batch in batches for subject in batch}
+        seen = receive_downstream(restarted, listener, wanted, seconds=90)
+        assert wanted - seen == set(), relay.output()
+        assert relay.stop() == 0
+    finally:
+        own.stop()
