@@ -131,6 +131,10 @@ class AmqpSource:
             self.in_flight.add(task)
         try:
             await self.handle(message)
+        except Exception:
+            # Never leave a message unsettled on a live channel: it would hold a prefetch slot.
+            log.exception("unexpected error relaying an AMQP message; it goes back to the queue")
+            await message.nack(requeue=True)
         finally:
             if task is not None:
                 self.in_flight.discard(task)

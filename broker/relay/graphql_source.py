@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import httpx
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from broker.relay.metrics import RelayMetrics
@@ -49,6 +50,18 @@ ERROR_PAUSE_MAX_SECONDS = 30.0
 
 class UpstreamError(Exception):
     """OS2mo answered with GraphQL errors, a bad status or an unreadable body."""
+
+
+# What a call upstream can fail with (the token endpoint's failures included); the relay
+# pauses and tries again, never crashes.
+UPSTREAM_ERRORS = (
+    httpx.HTTPError,
+    UpstreamError,
+    AuthlibBaseError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
 
 
 class GraphQLSource:
@@ -118,7 +131,7 @@ class GraphQLSource:
             try:
                 listeners = await self.declare()
                 break
-            except (httpx.HTTPError, UpstreamError, KeyError, TypeError) as error:
+            except UPSTREAM_ERRORS as error:
                 self._upstream_failed("declaring listeners", error)
                 await self._pause(pause)
                 pause = min(pause * 2, ERROR_PAUSE_MAX_SECONDS)
@@ -134,7 +147,7 @@ class GraphQLSource:
         while not self.stopping.is_set():
             try:
                 relayed = await self.relay_one(routing_key, listener)
-            except (httpx.HTTPError, UpstreamError, KeyError, TypeError) as error:
+            except UPSTREAM_ERRORS as error:
                 self._upstream_failed(f"relaying {routing_key}", error)
                 await self._pause(pause)
                 pause = min(pause * 2, ERROR_PAUSE_MAX_SECONDS)

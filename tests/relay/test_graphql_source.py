@@ -11,7 +11,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.devtokens import owner_of
-from broker.relay.graphql_source import GraphQLSource
+from broker.relay.graphql_source import UPSTREAM_ERRORS, GraphQLSource
 from broker.relay.metrics import RelayMetrics
 from broker.relay.settings import RelaySettings
 from broker.relay.sink import MoSink
@@ -30,10 +30,14 @@ class CountingTransport(httpx.AsyncBaseTransport):
         self.inner = httpx.ASGITransport(app=app)
         self.token_requests = 0
         self.unauthorized = 0
+        self.token_failures = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/openid-connect/token"):
             self.token_requests += 1
+            if self.token_failures:
+                self.token_failures -= 1
+                return httpx.Response(503, text="Keycloak is restarting")
         elif self.unauthorized:
             self.unauthorized -= 1
             return httpx.Response(401)
@@ -194,3 +198,15 @@ async def test_two_replicas_relay_every_event(upstream: Api, downstream: Api, si
     for replica in replicas:
         await replica.close()
     assert seen == subjects
+
+
+async def test_a_failing_token_endpoint_is_an_upstream_error_the_relay_survives(
+    upstream: Api, sink: MoSink
+) -> None:
+    transport = CountingTransport(upstream.app)
+    transport.token_failures = 1
+    source = GraphQLSource(relay_settings(), sink, sink.metrics, transport)
+    with pytest.raises(UPSTREAM_ERRORS):
+        await source.declare()
+    assert "person" in await source.declare()  # the identity provider is back
+    await source.close()
