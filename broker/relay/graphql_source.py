@@ -162,7 +162,10 @@ class GraphQLSource:
         Once fetched, an event is finished even while stopping: stored and acknowledged,
         or (when the broker cannot confirm it) left unacknowledged to come back upstream.
         """
-        event = (await self.call(FETCH, {"listener": listener}))["event_fetch"]
+        found = await self._fetch_unless_stopping(listener)
+        if found is None:
+            return False
+        event = found["event_fetch"]
         self.healthy = True
         if event is None:
             return False
@@ -181,6 +184,24 @@ class GraphQLSource:
         self.metrics.lag.labels(SOURCE).observe(time.monotonic() - received)
         self.metrics.last_relayed.labels(SOURCE).set_to_current_time()
         return True
+
+    async def _fetch_unless_stopping(self, listener: str) -> dict[str, Any] | None:
+        """The fetch's answer; None when the relay stops first (an upstream that long-polls
+        would hold SIGTERM up). An event handed out to a cancelled fetch is not
+        acknowledged, so it comes back upstream after its back-off."""
+        fetch = asyncio.ensure_future(self.call(FETCH, {"listener": listener}))
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not fetch.done():
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetch
+        if fetch.cancelled():
+            return None
+        return fetch.result()
 
     def _upstream_failed(self, doing: str, error: Exception) -> None:
         self.healthy = False

@@ -210,3 +210,19 @@ async def test_a_failing_token_endpoint_is_an_upstream_error_the_relay_survives(
         await source.declare()
     assert "person" in await source.declare()  # the identity provider is back
     await source.close()
+
+
+async def test_stopping_ends_a_fetch_that_an_upstream_holds_in_a_long_poll(
+    make_api: MakeApi, sink: MoSink
+) -> None:
+    upstream = await make_api(
+        key_prefix="up", fetch_default_wait_seconds=600, fetch_max_wait_seconds=600
+    )
+    source = GraphQLSource(relay_settings(), sink, sink.metrics, CountingTransport(upstream.app))
+    listeners = await source.declare()
+    polling = asyncio.ensure_future(source.relay_one("person", listeners["person"]))
+    await asyncio.sleep(0.3)
+    source.stop()
+    async with asyncio.timeout(60):  # far below the upstream's 600 s wait
+        assert await polling is False
+    await source.close()
