@@ -28,7 +28,8 @@ import httpx
 from broker.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-DRIVER = ROOT / "benchmarks" / "fastramqpi_driver.py"
+# Runs in FastRAMQPI's own environment (pydantic 1), beside the example integration.
+DRIVER = ROOT / "examples" / "fastramqpi_integration" / "latency_driver.py"
 DEFAULT_WAIT = 20.0  # below FastRAMQPI's 120 s client timeout
 
 
@@ -80,7 +81,7 @@ def main() -> None:
         )
     work = Path(tempfile.mkdtemp(prefix="broker-fastramqpi-"))
     redis = EmbeddedRedis(work / "redis").start()
-    brokers = []
+    brokers: list[subprocess.Popen[bytes]] = []
     try:
         results = {}
         for name, wait in (

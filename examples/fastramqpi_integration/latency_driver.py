@@ -1,7 +1,7 @@
 """Runs in FastRAMQPI's own environment (pydantic 1): its real token client and fetcher
 against one broker; prints each event's send -> handler latency (seconds) as a JSON list.
 
-    .venv-fastramqpi/bin/python benchmarks/fastramqpi_driver.py BROKER_URL EVENTS SEED
+    .venv-fastramqpi/bin/python examples/fastramqpi_integration/latency_driver.py URL EVENTS SEED
 
 Used by `python -m benchmarks.fastramqpi_latency`; imports nothing from the broker.
 """
