@@ -16,6 +16,8 @@ from broker.models import MO_NAMESPACE, Caller
 from broker.notify import Notifier
 from broker.operations import SYSTEM_OWNER, Broker
 from broker.relay.metrics import RelayMetrics
+from broker.replication import Replication
+from broker.server import ServerWatch
 from broker.settings import Settings
 from broker.store import RedisClient, Store
 
@@ -40,15 +42,22 @@ class MoSink:
         self.client = redis if redis is not None else connect(settings)
         self.own_client = redis is None
         keys = Keys(settings.key_prefix, settings.ingest_shards)
-        self.store = Store(self.client, keys)
+        # As in the broker: a confirmation waits for the configured replicas (and AOF fsync).
+        replication = Replication(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+        self.server = ServerWatch(self.client, settings, replication)
+        self.watching: asyncio.Task[None] | None = None
+        self.store = Store(self.client, keys, replication)
         # Sending never waits on notifications; the broker needs a notifier all the same.
         notifier = Notifier(self.client, keys.notify_channel, 0)
         self.broker = Broker(self.store, settings, notifier)
         self.stopping = asyncio.Event()
 
     async def setup(self) -> None:
-        """Check the layout of the data (ingest shards) and that `mo` exists."""
+        """Check the server (as the broker does), the layout of the data (ingest shards)
+        and that `mo` exists; then keep re-checking the server, for failovers."""
+        await self.server.check()
         await self.broker.setup()
+        self.watching = asyncio.create_task(self.server.watch())
 
     async def store_event(self, routing_key: str, subject: str, priority: int) -> bool:
         """Store one event; True once the broker confirmed it.
@@ -74,6 +83,8 @@ class MoSink:
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def ready(self) -> bool:
+        if self.server.problem is not None:
+            return False
         try:
             async with asyncio.timeout(1.0):
                 return await self.store.ping()
@@ -85,5 +96,9 @@ class MoSink:
         self.stopping.set()
 
     async def close(self) -> None:
+        if self.watching is not None:
+            self.watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watching
         if self.own_client:
             await self.client.aclose()
