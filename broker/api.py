@@ -28,6 +28,7 @@ from broker.operations import (
     Broker,
     canonical_namespace,
     check_list,
+    spellings,
 )
 from broker.settings import Settings
 from broker.tokens import EventToken
@@ -220,9 +221,15 @@ def _set(
     return None if values is None else frozenset(values)
 
 
+def _names(values: list[str] | None, what: str) -> frozenset[str] | None:
+    """Names to match, each as it may be stored (see `operations.spellings`)."""
+    values = _list(values, what, MAX_NAME_LENGTH)
+    return None if values is None else frozenset(s for v in values for s in spellings(v))
+
+
 def namespace_filter(data: dict[str, Any] | None) -> NamespaceFilter:
     data = data or {}
-    names = _set(data.get("names"), "names", MAX_NAME_LENGTH)
+    names = _names(data.get("names"), "names")
     return NamespaceFilter(
         names=None if names is None else frozenset(canonical_namespace(n) for n in names),
         owners=_set(data.get("owners"), "owners"),
@@ -235,9 +242,9 @@ def listener_filter(data: dict[str, Any] | None) -> ListenerFilter:
     namespaces = data.get("namespaces")
     return ListenerFilter(
         uuids=_set(data.get("uuids"), "uuids"),
-        user_keys=_set(data.get("user_keys"), "user_keys", MAX_NAME_LENGTH),
+        user_keys=_names(data.get("user_keys"), "user_keys"),
         owners=_set(data.get("owners"), "owners"),
-        routing_keys=_set(data.get("routing_keys"), "routing_keys", MAX_NAME_LENGTH),
+        routing_keys=_names(data.get("routing_keys"), "routing_keys"),
         namespaces=None if namespaces is None else namespace_filter(namespaces),
     )
 

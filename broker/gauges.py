@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from broker.models import Listener
-from broker.store import Store, stream_id_order, subject_of
+from broker.store import DECODE_ERRORS, Store, stream_id_order, subject_of
 
 # Oldest events looked at to tell the oldest silenced from the oldest unsilenced one.
 STATS_SCAN = 32
@@ -47,23 +47,29 @@ async def read_snapshot(store: Store) -> Snapshot:
     listeners = await store.all_listeners()
     stats = await listener_stats(store, [listener.uuid for listener in listeners])
     ingest = await ingest_lag(store)
-    return Snapshot(list(zip(listeners, stats, strict=True)), ingest, time.time())
+    readable = [
+        (listener, found)
+        for listener, found in zip(listeners, stats, strict=True)
+        if found is not None
+    ]
+    return Snapshot(readable, ingest, time.time())
 
 
-async def listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats]:
+async def listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats | None]:
     """Pending counts and oldest creation times; a few round trips per 500 listeners.
 
     The oldest silenced and unsilenced events are told apart among the `STATS_SCAN`
     oldest events only; a kind not found there gets the overall oldest (an
-    approximation that can only make it look older than it is).
+    approximation that can only make it look older than it is). None for a listener
+    whose state cannot be read (skipped, counted and logged by the store).
     """
-    stats: list[ListenerStats] = []
+    stats: list[ListenerStats | None] = []
     for start in range(0, len(listeners), STATS_BATCH):
         stats += await _listener_stats(store, listeners[start : start + STATS_BATCH])
     return stats
 
 
-async def _listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats]:
+async def _listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats | None]:
     keys = [store.keys.listener(uuid) for uuid in listeners]
     async with store.redis.pipeline(transaction=False) as pipe:
         for key in keys:
@@ -71,13 +77,17 @@ async def _listener_stats(store: Store, listeners: Sequence[UUID]) -> list[Liste
             pipe.hlen(key.events)
             pipe.zrange(key.index, 0, 0)
         replies = await pipe.execute()
-    counts = []
+    counts: list[tuple[int, int, int | None] | None] = []
     for i in range(len(keys)):
         silenced, pending, first = replies[3 * i : 3 * i + 3]
-        oldest = int(first[0].split(":", 1)[0]) if first else None
-        counts.append((int(pending), min(int(silenced or 0), int(pending)), oldest))
+        try:
+            oldest = int(first[0].split(":", 1)[0]) if first else None
+            counts.append((int(pending), min(int(silenced or 0), int(pending)), oldest))
+        except DECODE_ERRORS as error:
+            store.unreadable("listener_state", keys[i].meta, error)
+            counts.append(None)
     # Both kinds pending: look at the oldest few to find each kind's oldest.
-    mixed = [i for i, (pending, silenced, _) in enumerate(counts) if 0 < silenced < pending]
+    mixed = [i for i, count in enumerate(counts) if count is not None and 0 < count[1] < count[0]]
     split: dict[int, tuple[int | None, int | None]] = {}
     if mixed:
         async with store.redis.pipeline(transaction=False) as pipe:
@@ -92,12 +102,16 @@ async def _listener_stats(store: Store, listeners: Sequence[UUID]) -> list[Liste
         for (i, found), packed in zip(scanned, records, strict=True):
             oldest_of: dict[bool, int] = {}
             for key, record in zip(found, packed, strict=True):
-                if record is not None:
-                    silenced = record.split("|")[2] == "1"
-                    oldest_of.setdefault(silenced, int(key.split(":", 1)[0]))
+                event = store.pending_event(listeners[i], keys[i].events, subject_of(key), record)
+                if event is not None:
+                    oldest_of.setdefault(event.silenced, event.created_ms)
             split[i] = (oldest_of.get(False), oldest_of.get(True))
-    stats = []
-    for i, (pending, silenced, oldest) in enumerate(counts):
+    stats: list[ListenerStats | None] = []
+    for i, count in enumerate(counts):
+        if count is None:
+            stats.append(None)
+            continue
+        pending, silenced, oldest = count
         if i in split:
             loud, quiet = split[i]
             stats.append(ListenerStats(pending, silenced, loud or oldest, quiet or oldest))

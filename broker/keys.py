@@ -37,6 +37,9 @@ class Keys:
         self.shards = shards
         registry = f"{prefix}:{{{prefix}:registry}}"
         self.namespaces = f"{registry}:namespaces"  # hash: name -> json
+        # hash: fold of a name (broker/inputs.py) -> the name claiming it, so no lookalike
+        # of an existing namespace name can be claimed.
+        self.namespace_folds = f"{registry}:namespace_folds"
         self.listeners = f"{registry}:listeners"  # hash: uuid -> json
         self.identities = f"{registry}:identities"  # hash: owner/namespace/user_key -> uuid
         self.config = f"{registry}:config"  # hash: layout facts fixed for the data's lifetime

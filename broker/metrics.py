@@ -115,6 +115,17 @@ class Metrics:
             "Writes not confirmed because too few replicas had them in time.",
             registry=self.registry,
         )
+        self.unreadable_records = Counter(
+            "broker_unreadable_records",
+            "Stored records skipped because they cannot be read (an older layout, or "
+            "damaged), by kind (namespace, listener, listener_state, event); counted at "
+            "every read, so a steady rate means one is still there.",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def count_unreadable(self, kind: str) -> None:
+        self.unreadable_records.labels(kind).inc()
 
     @contextmanager
     def timed(self, operation: str) -> Iterator[None]:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-from broker import cursors, errors, gauges
+from broker import cursors, errors, gauges, inputs
 from broker.gauges import IngestLag, ListenerStats
+from broker.inputs import MAX_NAME_LENGTH
 from broker.metrics import Metrics, listener_labels
 from broker.models import (
     MO_NAMESPACE,
@@ -33,7 +35,6 @@ from broker.store import Fetched, ListenerRates, Store, UpdateAction
 from broker.tokens import EventToken
 
 MAX_SUBJECT_LENGTH = 220
-MAX_NAME_LENGTH = 255
 # Largest `limit`; also the page size of listings of events when `limit` is missing.
 MAX_PAGE_SIZE = 1000
 # Values in one list of a filter or input (a subject list goes into one Lua call).
@@ -48,6 +49,9 @@ LONG_POLL_RECHECK_SECONDS = 5.0
 RATE_WINDOW_MINUTES = 5
 
 T = TypeVar("T")
+
+
+__all__ = ["MAX_NAME_LENGTH", "Broker", "canonical_namespace", "check_list", "spellings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +75,9 @@ def canonical_namespace(name: str) -> str:
     return MO_NAMESPACE if name == "MO" else name
 
 
-def _check_name(what: str, value: str) -> None:
-    if not value or len(value) > MAX_NAME_LENGTH:
-        raise errors.InvalidInput(f"{what} must be 1 to {MAX_NAME_LENGTH} characters")
+def spellings(name: str) -> list[str]:
+    """How a name asked for may be stored: in NFC, or (from before names were) as given."""
+    return list(dict.fromkeys([unicodedata.normalize("NFC", name), name]))
 
 
 def check_list(what: str, values: Sequence[object], max_length: int | None = None) -> None:
@@ -139,14 +143,23 @@ class Broker:
     async def setup(self) -> None:
         """Prepare storage and make sure the built-in public `mo` namespace exists."""
         await self.store.setup()
-        await self.store.claim_namespace(Namespace(MO_NAMESPACE, SYSTEM_OWNER, public=True))
+        await self.store.fold_namespaces(inputs.fold)
+        await self.store.claim_namespace(
+            Namespace(MO_NAMESPACE, SYSTEM_OWNER, public=True), inputs.fold(MO_NAMESPACE)
+        )
 
     # Namespaces -----------------------------------------------------------------------------
 
     async def declare_namespace(self, caller: Caller, name: str, public: bool) -> Namespace:
-        name = canonical_namespace(name)
-        _check_name("name", name)
-        held = await self.store.claim_namespace(Namespace(name, caller.owner, public))
+        name = canonical_namespace(inputs.name("name", name))
+        claim = await self.store.claim_namespace(
+            Namespace(name, caller.owner, public), inputs.fold(name)
+        )
+        if claim.lookalike is not None:
+            raise errors.NamespaceLookalike(claim.lookalike)
+        held = claim.held
+        if held is None:
+            raise errors.RecordUnreadable("namespace")
         if held.owner != caller.owner:
             raise errors.NamespaceClaimed()
         if held.public != public:
@@ -154,18 +167,24 @@ class Broker:
         return held
 
     async def delete_namespace(self, caller: Caller, name: str) -> bool:
-        name = canonical_namespace(name)
-        _check_name("name", name)
-        namespace = await self.store.get_namespace(name)
-        if namespace is None:
+        """Delete by name; also one stored before the name rules, or whose record is unreadable."""
+        if not name or len(name) > MAX_NAME_LENGTH:
+            raise errors.InvalidInput(f"name must be 1 to {MAX_NAME_LENGTH} characters")
+        for spelling in spellings(canonical_namespace(name)):
+            if await self.store.namespace_recorded(spelling):
+                name = spelling
+                break
+        else:
             return True
-        if namespace.name == MO_NAMESPACE:
+        if name == MO_NAMESPACE:
             raise errors.NamespaceBuiltIn()
-        if namespace.owner != caller.owner and not caller.admin:
+        namespace = await self.store.get_namespace(name)
+        owner = None if namespace is None else namespace.owner
+        if owner != caller.owner and not caller.admin:
             raise errors.NotNamespaceOwner()
         if any(listener.namespace == name for listener in await self.store.all_listeners()):
             raise errors.NamespaceHasListeners()
-        await self.store.delete_namespace(name)
+        await self.store.delete_namespace(name, inputs.fold(name))
         return True
 
     async def namespaces(
@@ -182,10 +201,9 @@ class Broker:
     async def declare_listener(
         self, caller: Caller, namespace: str, user_key: str, routing_key: str
     ) -> Listener:
-        namespace = canonical_namespace(namespace)
-        _check_name("namespace", namespace)
-        _check_name("user_key", user_key)
-        _check_name("routing_key", routing_key)
+        namespace = canonical_namespace(inputs.name("namespace", namespace))
+        user_key = inputs.name("user_key", user_key)
+        routing_key = inputs.name("routing_key", routing_key)
         found = await self.store.get_namespace(namespace)
         if found is None:
             raise errors.ListenerNamespaceNotFound()
@@ -193,6 +211,8 @@ class Broker:
             raise errors.NamespaceNotPublic()
         wanted = Listener(uuid4(), caller.owner, namespace, routing_key, user_key)
         listener = await self.store.claim_listener(wanted)
+        if listener is None:
+            raise errors.RecordUnreadable("listener")
         if listener.routing_key != routing_key:
             raise errors.ListenerRoutingKeyMismatch()
         # Both steps are idempotent, so a re-declare also repairs an interrupted one.
@@ -205,7 +225,7 @@ class Broker:
     ) -> bool:
         listener = await self.store.get_listener(uuid)
         if listener is None:
-            return True
+            return await self._delete_unreadable_listener(caller, uuid, delete_pending_events)
         if listener.owner != caller.owner and not caller.admin:
             raise errors.PermissionDenied()
         # State first: once it is gone, fan-out skips the listener (lua/apply.lua).
@@ -214,6 +234,27 @@ class Broker:
             raise errors.ListenerHasPendingEvents()
         await self.store.unsubscribe(listener)
         await self.store.forget_listener(listener)
+        return True
+
+    async def _delete_unreadable_listener(
+        self, caller: Caller, uuid: UUID, delete_pending_events: bool
+    ) -> bool:
+        """Delete a listener whose record cannot be read: admins, or the owner its state names."""
+        if not await self.store.listener_recorded(uuid):
+            return True  # unknown: nothing to delete
+        topic = await self.store.listener_topic(uuid)
+        if topic is None and not caller.admin:
+            raise errors.PermissionDenied()  # no readable state to say whose it is
+        deleted = await self.store.delete_listener_state(
+            uuid, None if caller.admin else caller.owner, delete_pending_events
+        )
+        if deleted == -1:
+            raise errors.PermissionDenied()
+        if deleted == 0:
+            raise errors.ListenerHasPendingEvents()
+        if topic is not None:
+            await self.store.drop_from_topic(*topic, uuid)
+        await self.store.forget_unreadable_listener(uuid)
         return True
 
     async def listener(self, uuid: UUID) -> Listener | None:
@@ -249,8 +290,8 @@ class Broker:
             raise errors.PriorityNotNatural()
         if len(subject) > MAX_SUBJECT_LENGTH:
             raise errors.SubjectTooLarge()
-        namespace = canonical_namespace(namespace)
-        _check_name("routing_key", routing_key)
+        namespace = canonical_namespace(unicodedata.normalize("NFC", namespace))
+        routing_key = inputs.name("routing_key", routing_key)
         found = await self.store.get_namespace(namespace)
         if found is None:
             raise errors.NamespaceNotFound()
@@ -386,7 +427,7 @@ class Broker:
                 continue
             after = None
             while keys := await self.store.order_keys(listener.uuid, after, _SCAN_BATCH):
-                await update(listener.uuid, [key.split(":", 1)[1] for key in keys])
+                await update(listener.uuid, [key.partition(":")[2] for key in keys])
                 after = keys[-1]
         return touched
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 from broker.keys import Keys
@@ -19,8 +21,17 @@ from broker.models import EventSelection, Listener, Namespace, PendingEvent
 from broker.pipelining import Pipeliner
 from broker.replication import Command, Replication, ScriptCall, run_confirmed
 
+T = TypeVar("T")
 RedisClient = Redis | RedisCluster
 UpdateAction = Literal["silence", "unsilence", "rerun"]
+# Told the kind ("namespace", "listener", "event", "listener_state") of each record skipped.
+UnreadableHook = Callable[[str], None]
+
+log = logging.getLogger(__name__)
+# What a stored record that cannot be read raises while it is decoded.
+DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
+# Keys of unreadable records already logged: each is logged once per process (bounded).
+_REPORTED_MAX = 10_000
 
 FANOUT_GROUP = "fanout"
 # Due retries moved back into lanes per fetch: bounds the cost of one fetch.
@@ -74,7 +85,8 @@ def _pending(listener: UUID, subject: str, packed: str) -> PendingEvent:
 
 
 def subject_of(order_key: str) -> str:
-    return order_key.split(":", 1)[1]
+    # partition: a member without ":" (not one of ours) names no subject, so nothing is found.
+    return order_key.partition(":")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,25 +106,45 @@ class Fetched:
     owned: bool = True  # False: unknown listener or another owner's
 
 
-def _namespace(raw: str) -> Namespace:
+def _text(data: dict[str, Any], field: str) -> str:
+    value = data[field]
+    if not isinstance(value, str):
+        raise TypeError(f"{field} is not a string")
+    return value
+
+
+def _namespace(raw: str | bytes) -> Namespace:
+    """A stored namespace record; one of `DECODE_ERRORS` if it is not one."""
     data = json.loads(raw)
-    return Namespace(name=data["name"], owner=UUID(data["owner"]), public=data["public"])
+    public = data["public"]
+    if not isinstance(public, bool):
+        raise TypeError("public is not a boolean")
+    return Namespace(name=_text(data, "name"), owner=UUID(_text(data, "owner")), public=public)
 
 
-def _listener(raw: str) -> Listener:
+def _listener(raw: str | bytes) -> Listener:
+    """A stored listener record; one of `DECODE_ERRORS` if it is not one."""
     data = json.loads(raw)
     return Listener(
-        uuid=UUID(data["uuid"]),
-        owner=UUID(data["owner"]),
-        namespace=data["namespace"],
-        routing_key=data["routing_key"],
-        user_key=data["user_key"],
+        uuid=UUID(_text(data, "uuid")),
+        owner=UUID(_text(data, "owner")),
+        namespace=_text(data, "namespace"),
+        routing_key=_text(data, "routing_key"),
+        user_key=_text(data, "user_key"),
     )
 
 
 def _now_ms() -> int:
     """This process's clock in ms: the minute the console's activity counts go into."""
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceClaim:
+    """What claiming a namespace name found."""
+
+    held: Namespace | None  # who holds the name now (None: its record cannot be read)
+    lookalike: str | None = None  # set instead: the existing name the new one folds onto
 
 
 def _owner_arg(owner: UUID | None) -> str:
@@ -123,12 +155,18 @@ class Store:
     """Storage operations; each listener operation is one atomic script in its slot."""
 
     def __init__(
-        self, redis: RedisClient, keys: Keys, replication: Replication | None = None
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        replication: Replication | None = None,
+        unreadable: UnreadableHook | None = None,
     ) -> None:
         # Any: redis-py's annotations cannot know that replies are decoded to str.
         self.redis: Any = redis
         self.keys = keys
         self.replication = replication or Replication()
+        self._count_unreadable = unreadable or (lambda kind: None)
+        self._reported: set[str] = set()
         prelude = _lua("listener")
         listener_script = {
             name: redis.register_script(prelude + "\n" + _lua(name))
@@ -143,6 +181,8 @@ class Store:
         self._send = redis.register_script(_lua("send"))
         self._subscribe = redis.register_script(_lua("subscribe"))
         self._claim_listener = redis.register_script(_lua("claim_listener"))
+        self._claim_namespace = redis.register_script(_lua("claim_namespace"))
+        self._delete_namespace = redis.register_script(_lua("delete_namespace"))
         self._ack_ingest = redis.register_script(_lua("ack_ingest"))
         # The calls every request makes (fetch, acknowledge, send) are pipelined.
         self.pipeliner = Pipeliner(redis, self.replication)
@@ -185,32 +225,100 @@ class Store:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    # Records --------------------------------------------------------------------------------
+    # Registry records are read as bytes and decoded here, one by one: a record that an
+    # older version (or anyone) left in another layout, or not in UTF-8, is skipped,
+    # counted and logged, and never fails the listing, the scrape or the request.
+
+    def unreadable(self, kind: str, key: str, error: BaseException) -> None:
+        """Count a skipped record, and log it the first time its key is seen."""
+        self._count_unreadable(kind)
+        if key in self._reported:
+            return
+        if len(self._reported) >= _REPORTED_MAX:
+            self._reported.clear()
+        self._reported.add(key)
+        log.warning("skipping an unreadable %s record at %s (%s)", kind, key, type(error).__name__)
+
+    def _decode(
+        self, kind: str, key: str, raw: bytes, decode: Callable[[str | bytes], T]
+    ) -> T | None:
+        try:
+            return decode(raw.decode())
+        except DECODE_ERRORS as error:  # UnicodeDecodeError is a ValueError
+            self.unreadable(kind, key, error)
+            return None
+
+    async def _raw_field(self, key: str, field: str) -> bytes | None:
+        raw: bytes | None = await self.redis.execute_command(
+            "HGET", key, field, **{NEVER_DECODE: True}
+        )
+        return raw
+
+    async def _raw_fields(self, key: str) -> dict[str, bytes]:
+        raw: dict[bytes, bytes] = await self.redis.execute_command(
+            "HGETALL", key, **{NEVER_DECODE: True}
+        )
+        return {field.decode(errors="replace"): value for field, value in raw.items()}
+
     # Namespaces -----------------------------------------------------------------------------
 
-    async def claim_namespace(self, namespace: Namespace) -> Namespace:
-        """Store the namespace unless its name is taken; return whoever holds the name."""
+    async def claim_namespace(self, namespace: Namespace, fold: str) -> NamespaceClaim:
+        """Store the namespace unless its name (or its `fold`) is taken; say who holds it.
+
+        One script claims the name and its fold together, so of two racing declares of
+        names that fold alike (`Mo`, `mo`) only one can win.
+        """
         record = {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
-        if self.replication.enabled:
-            await self._commands_written(
-                self.keys.namespaces,
-                ("HSETNX", self.keys.namespaces, namespace.name, json.dumps(record)),
-            )
-        else:
-            await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))
-        found = await self.get_namespace(namespace.name)
-        assert found is not None
-        return found
+        lookalike = await self._written(
+            self._claim_namespace,
+            keys=[self.keys.namespaces, self.keys.namespace_folds],
+            args=[namespace.name, fold, json.dumps(record)],
+        )
+        if lookalike:
+            return NamespaceClaim(None, lookalike)
+        return NamespaceClaim(await self.get_namespace(namespace.name))
+
+    async def fold_namespaces(self, fold: Callable[[str], str]) -> None:
+        """Claim the fold of every namespace stored without one (by an older version)."""
+        names = []
+        for raw in await self.redis.execute_command(
+            "HKEYS", self.keys.namespaces, **{NEVER_DECODE: True}
+        ):
+            try:
+                names.append(raw.decode())
+            except UnicodeDecodeError as error:  # no request can name it: nothing to guard
+                self.unreadable("namespace", f"{self.keys.namespaces}[{raw!r}]", error)
+        folded = set(await self.redis.hvals(self.keys.namespace_folds))
+        missing = {fold(name): name for name in sorted(names) if name not in folded}
+        for folded_name, name in missing.items():
+            await self.redis.hsetnx(self.keys.namespace_folds, folded_name, name)
 
     async def get_namespace(self, name: str) -> Namespace | None:
-        raw = await self.redis.hget(self.keys.namespaces, name)
-        return None if raw is None else _namespace(raw)
+        """The namespace, or None when there is none or its record cannot be read."""
+        raw = await self._raw_field(self.keys.namespaces, name)
+        if raw is None:
+            return None
+        return self._decode("namespace", f"{self.keys.namespaces}[{name}]", raw, _namespace)
+
+    async def namespace_recorded(self, name: str) -> bool:
+        """Whether a record is stored under the name, readable or not."""
+        return bool(await self.redis.hexists(self.keys.namespaces, name))
 
     async def all_namespaces(self) -> list[Namespace]:
-        raw = await self.redis.hvals(self.keys.namespaces)
-        return [_namespace(item) for item in raw]
+        found = []
+        for name, raw in (await self._raw_fields(self.keys.namespaces)).items():
+            key = f"{self.keys.namespaces}[{name}]"
+            if (namespace := self._decode("namespace", key, raw, _namespace)) is not None:
+                found.append(namespace)
+        return found
 
-    async def delete_namespace(self, name: str) -> None:
-        await self.redis.hdel(self.keys.namespaces, name)
+    async def delete_namespace(self, name: str, fold: str) -> None:
+        await self._written(
+            self._delete_namespace,
+            keys=[self.keys.namespaces, self.keys.namespace_folds],
+            args=[name, fold],
+        )
 
     # Listeners ------------------------------------------------------------------------------
 
@@ -218,8 +326,11 @@ class Store:
     def _identity(listener: Listener) -> str:
         return json.dumps([str(listener.owner), listener.namespace, listener.user_key])
 
-    async def claim_listener(self, listener: Listener) -> Listener:
-        """Register the listener unless its identity is taken; return whoever holds it."""
+    async def claim_listener(self, listener: Listener) -> Listener | None:
+        """Register the listener unless its identity is taken; return whoever holds it.
+
+        None when the holder's record cannot be read.
+        """
         record = {
             "uuid": str(listener.uuid),
             "owner": str(listener.owner),
@@ -232,15 +343,51 @@ class Store:
             keys=[self.keys.identities, self.keys.listeners],
             args=[self._identity(listener), str(listener.uuid), json.dumps(record)],
         )
-        return _listener(raw)
+        return self._decode("listener", self.keys.listeners, raw.encode(), _listener)
 
     async def get_listener(self, uuid: UUID) -> Listener | None:
-        raw = await self.redis.hget(self.keys.listeners, str(uuid))
-        return None if raw is None else _listener(raw)
+        """The listener, or None when there is none or its record cannot be read."""
+        raw = await self._raw_field(self.keys.listeners, str(uuid))
+        if raw is None:
+            return None
+        return self._decode("listener", f"{self.keys.listeners}[{uuid}]", raw, _listener)
+
+    async def listener_recorded(self, uuid: UUID) -> bool:
+        """Whether a record is stored under the uuid, readable or not."""
+        return bool(await self.redis.hexists(self.keys.listeners, str(uuid)))
 
     async def all_listeners(self) -> list[Listener]:
-        raw = await self.redis.hvals(self.keys.listeners)
-        return [_listener(item) for item in raw]
+        found = []
+        for uuid, raw in (await self._raw_fields(self.keys.listeners)).items():
+            key = f"{self.keys.listeners}[{uuid}]"
+            if (listener := self._decode("listener", key, raw, _listener)) is not None:
+                found.append(listener)
+        return found
+
+    async def listener_topic(self, uuid: UUID) -> tuple[str, str] | None:
+        """(namespace, routing key) from a listener's own state, when it has readable state."""
+        meta = self.keys.listener(uuid).meta
+        raw = await self.redis.execute_command(
+            "HMGET", meta, "namespace", "routing_key", **{NEVER_DECODE: True}
+        )
+        try:
+            namespace, routing_key = (part.decode() for part in raw)
+        except DECODE_ERRORS:  # no state, or not readable: fan-out drops it from its topic
+            return None
+        return namespace, routing_key
+
+    async def forget_unreadable_listener(self, uuid: UUID) -> None:
+        """Remove a listener record that cannot be read, and any identity naming its uuid."""
+        held = [
+            identity
+            for identity, holder in (await self._raw_fields(self.keys.identities)).items()
+            if holder == str(uuid).encode()
+        ]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if held:
+                pipe.hdel(self.keys.identities, *held)
+            pipe.hdel(self.keys.listeners, str(uuid))
+            await pipe.execute()
 
     async def create_listener_state(self, listener: Listener) -> None:
         await self._written(
@@ -377,8 +524,9 @@ class Store:
                 (
                     event
                     for subject, packed in zip(subjects, records, strict=True)
-                    if packed is not None
-                    and selection.matches(event := _pending(listener, subject, packed))
+                    if (event := self.pending_event(listener, events_key, subject, packed))
+                    is not None
+                    and selection.matches(event)
                     and (after is None or event.order_key > after)
                 ),
                 key=lambda event: event.order_key,
@@ -392,10 +540,8 @@ class Store:
             subjects = [subject_of(key) for key in keys]
             records = await self.redis.hmget(events_key, subjects)
             for subject, packed in zip(subjects, records, strict=True):
-                if packed is None:
-                    continue
-                event = _pending(listener, subject, packed)
-                if selection.matches(event):
+                event = self.pending_event(listener, events_key, subject, packed)
+                if event is not None and selection.matches(event):
                     found.append(event)
                     if limit is not None and len(found) == limit:
                         break
@@ -423,6 +569,18 @@ class Store:
             return []
         scores = await self.redis.zmscore(self.keys.listener(listener).retry, list(subjects))
         return [None if score is None else int(score) for score in scores]
+
+    def pending_event(
+        self, listener: UUID, events_key: str, subject: str, packed: str | None
+    ) -> PendingEvent | None:
+        """A stored pending event, None when it is gone or its record cannot be read."""
+        if packed is None:
+            return None
+        try:
+            return _pending(listener, subject, packed)
+        except DECODE_ERRORS as error:
+            self.unreadable("event", f"{events_key}[{subject}]", error)
+            return None
 
     async def count_pending(self, listener: UUID) -> int:
         return int(await self.redis.hlen(self.keys.listener(listener).events))
