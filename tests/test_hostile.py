@@ -874,16 +874,11 @@ async def test_bad_uuids_tokens_and_cursors_are_parse_errors_in_the_apis_words(a
                        {"c": base64.urlsafe_b64encode(b"\xff").decode()}),
     ]  # fmt: skip
     messages = [answer["errors"][0]["message"] for answer in answers]
-    assert messages == [
-        "Variable '$listener' has invalid value: Could not parse UUID: 'nope'",
-        "Variable '$listener' has invalid value: Could not parse UUID: 5",
-        "Could not parse UUID: 'nope'",
-        "Variable '$listener_uuid' has invalid value: Could not parse UUID: 'x'",
-        "Variable '$token' has invalid value: Could not parse EventToken",
-        "Variable '$token' has invalid value: Could not parse EventToken",
-        "Variable '$c' has invalid value: Could not parse Cursor",
-        "Variable '$c' has invalid value: Could not parse Cursor",
-    ]
+    parsed = ["UUID"] * 4 + ["EventToken"] * 2 + ["Cursor"] * 2
+    assert [
+        f"encountered error 'Could not parse {kind}'" in m
+        for kind, m in zip(parsed, messages, strict=True)
+    ] == [True] * 8, messages
     assert not [word for message in messages for word in PYTHON_WORDS if word in message]
 
 
