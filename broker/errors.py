@@ -133,3 +133,19 @@ class RecordUnreadable(BrokerError):
         super().__init__(
             f"The stored record of this {what} cannot be read; an admin can delete it."
         )
+
+
+class NamespaceQuota(BrokerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already own {limit} namespaces, the most allowed "
+            "(BROKER_MAX_NAMESPACES_PER_OWNER). Delete one with `event_namespace_delete` first."
+        )
+
+
+class ListenerQuota(BrokerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already own {limit} listeners, the most allowed "
+            "(BROKER_MAX_LISTENERS_PER_OWNER). Delete one with `event_listener_delete` first."
+        )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, TypeVar
@@ -14,7 +15,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from broker.keys import Keys
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
@@ -41,6 +42,12 @@ _PAGE = 500
 RATE_SLOTS = 16
 # Entries one subject search looks at per HSCAN call.
 _SEARCH_SCAN = 1000
+_MIGRATION_CONCURRENCY = 32
+# Listener records a process keeps (records are fixed for a uuid's lifetime).
+RECORD_CACHE = 100_000
+# Script calls of a scrape per pipeline, and at once on a cluster (see `listener_figures`).
+STATS_BATCH = 1000
+STATS_CONCURRENCY = 32
 
 
 def _lua(name: str) -> str:
@@ -147,6 +154,49 @@ class NamespaceClaim:
     lookalike: str | None = None  # set instead: the existing name the new one folds onto
 
 
+def _namespace_record(namespace: Namespace) -> str:
+    return json.dumps(
+        {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
+    )
+
+
+def _listener_record(listener: Listener) -> str:
+    return json.dumps(
+        {
+            "uuid": str(listener.uuid),
+            "owner": str(listener.owner),
+            "namespace": listener.namespace,
+            "routing_key": listener.routing_key,
+            "user_key": listener.user_key,
+        }
+    )
+
+
+def _limit_arg(limit: int | None) -> str:
+    return "" if limit is None else str(limit)
+
+
+class QuotaReached(Exception):
+    """The owner holds as many namespaces or listeners as allowed."""
+
+
+class NamespaceGone(Exception):
+    """A listener's namespace was deleted while the listener was being declared."""
+
+
+Figures = tuple[int, int, int | None, int | None]
+
+
+def _figures(reply: list[Any]) -> Figures:
+    pending, silenced, oldest, oldest_silenced = reply
+    return (
+        int(pending),
+        int(silenced),
+        int(oldest) if oldest != "" else None,
+        int(oldest_silenced) if oldest_silenced != "" else None,
+    )
+
+
 def _owner_arg(owner: UUID | None) -> str:
     return "" if owner is None else str(owner)
 
@@ -178,12 +228,28 @@ class Store:
         self._update = listener_script["update"]
         self._delete = listener_script["delete"]
         self._create = listener_script["create"]
+        self._stats = redis.register_script(_lua("stats"))
         self._send = redis.register_script(_lua("send"))
         self._subscribe = redis.register_script(_lua("subscribe"))
-        self._claim_listener = redis.register_script(_lua("claim_listener"))
-        self._claim_namespace = redis.register_script(_lua("claim_namespace"))
-        self._delete_namespace = redis.register_script(_lua("delete_namespace"))
+        registry_script = {
+            name: redis.register_script(_lua(name))
+            for name in (
+                "claim_listener",
+                "release_listener",
+                "index_listener",
+                "claim_namespace",
+                "delete_namespace",
+                "index_namespace",
+            )
+        }
+        self._claim_listener = registry_script["claim_listener"]
+        self._release_listener = registry_script["release_listener"]
+        self._index_listener = registry_script["index_listener"]
+        self._claim_namespace = registry_script["claim_namespace"]
+        self._delete_namespace = registry_script["delete_namespace"]
+        self._index_namespace = registry_script["index_namespace"]
         self._ack_ingest = redis.register_script(_lua("ack_ingest"))
+        self._records: dict[str, Listener] = {}  # see `indexed_listeners`
         # The calls every request makes (fetch, acknowledge, send) are pipelined.
         self.pipeliner = Pipeliner(redis, self.replication)
 
@@ -212,6 +278,7 @@ class Store:
             )
         for shard in range(self.keys.shards):
             await self.ensure_ingest(shard)
+        await self.ensure_indexes()
 
     async def ensure_ingest(self, shard: int) -> None:
         try:
@@ -263,20 +330,33 @@ class Store:
 
     # Namespaces -----------------------------------------------------------------------------
 
-    async def claim_namespace(self, namespace: Namespace, fold: str) -> NamespaceClaim:
+    def _namespace_keys(self, owner: UUID) -> list[str]:
+        return [
+            self.keys.namespaces,
+            self.keys.namespace_folds,
+            self.keys.namespace_order,
+            self.keys.owner_namespaces(str(owner)),
+        ]
+
+    async def claim_namespace(
+        self, namespace: Namespace, fold: str, limit: int | None = None
+    ) -> NamespaceClaim:
         """Store the namespace unless its name (or its `fold`) is taken; say who holds it.
 
-        One script claims the name and its fold together, so of two racing declares of
-        names that fold alike (`Mo`, `mo`) only one can win.
+        One script claims the name, its fold, its listing indexes and the owner's quota
+        together, so of two racing declares of names that fold alike (`Mo`, `mo`) only one
+        can win, and no race passes the quota. Raises `QuotaReached` when the owner already
+        holds `limit` namespaces.
         """
-        record = {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
-        lookalike = await self._written(
+        reply = await self._written(
             self._claim_namespace,
-            keys=[self.keys.namespaces, self.keys.namespace_folds],
-            args=[namespace.name, fold, json.dumps(record)],
+            keys=self._namespace_keys(namespace.owner),
+            args=[namespace.name, fold, _namespace_record(namespace), _limit_arg(limit)],
         )
-        if lookalike:
-            return NamespaceClaim(None, lookalike)
+        if int(reply[0]) == 0:
+            raise QuotaReached(str(reply[1]))
+        if int(reply[0]) == 2:
+            return NamespaceClaim(None, str(reply[1]))
         return NamespaceClaim(await self.get_namespace(namespace.name))
 
     async def fold_namespaces(self, fold: Callable[[str], str]) -> None:
@@ -313,12 +393,119 @@ class Store:
                 found.append(namespace)
         return found
 
-    async def delete_namespace(self, name: str, fold: str) -> None:
-        await self._written(
-            self._delete_namespace,
-            keys=[self.keys.namespaces, self.keys.namespace_folds],
-            args=[name, fold],
+    async def delete_namespace(self, name: str, held: Namespace | None, fold: str) -> int:
+        """1 deleted (or gone), 0 refused as listeners are in it, -1 it changed meanwhile.
+
+        `held` is the record the caller was allowed to delete; None for one that cannot be
+        read (only admins get here), which is deleted as stored.
+        """
+        record: str | bytes | None
+        if held is None:
+            record = await self._raw_field(self.keys.namespaces, name)
+            if record is None:
+                return 1
+        else:
+            record = _namespace_record(held)
+        owner = "" if held is None else str(held.owner)
+        return int(
+            await self._written(
+                self._delete_namespace,
+                keys=[
+                    self.keys.namespaces,
+                    self.keys.namespace_folds,
+                    self.keys.namespace_order,
+                    self.keys.owner_namespaces(owner),
+                    self.keys.namespace_listeners(name),
+                ],
+                args=[name, record, fold],
+            )
         )
+
+    async def get_namespaces(self, names: Sequence[str]) -> dict[str, Namespace]:
+        """The namespaces of those `names` that exist."""
+        if not names:
+            return {}
+        raw = await self.redis.execute_command(
+            "HMGET", self.keys.namespaces, *names, **{NEVER_DECODE: True}
+        )
+        found = {}
+        for name, item in zip(names, raw, strict=True):
+            key = f"{self.keys.namespaces}[{name}]"
+            if item is not None and (held := self._decode("namespace", key, item, _namespace)):
+                found[name] = held
+        return found
+
+    # Listing indexes ------------------------------------------------------------------------
+
+    async def index_page(
+        self, indexes: Sequence[str], after: str | None, count: int, inclusive: bool = False
+    ) -> list[str]:
+        """The first `count` members after `after` of the union of `indexes`, in order.
+
+        One round trip; each index answers at most `count` members (keyset paging).
+        """
+        if not indexes:
+            return []
+        low = "-" if after is None else f"{'[' if inclusive else '('}{after}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zrangebylex(index, low, "+", start=0, num=count)
+            replies = await pipe.execute()
+        if len(replies) == 1:
+            return list(replies[0])
+        return sorted({member for reply in replies for member in reply})[:count]
+
+    async def ensure_indexes(self) -> None:
+        """Index records written before the listing indexes existed (once per database).
+
+        Safe while other processes run: each record is indexed by a script that first
+        checks it still exists, and indexing twice changes nothing.
+        """
+        if await self.redis.hget(self.keys.config, "listing_indexes") == "1":
+            return
+        async for batch in self._hash_pages(self.keys.namespaces, "namespace", _namespace):
+            for namespace in batch:
+                await self._index_namespace(
+                    keys=[
+                        self.keys.namespaces,
+                        self.keys.namespace_order,
+                        self.keys.owner_namespaces(str(namespace.owner)),
+                    ],
+                    args=[namespace.name],
+                )
+        async for listeners in self._hash_pages(self.keys.listeners, "listener", _listener):
+            # A few at a time (redis-py runs no scripts in a cluster pipeline).
+            for start in range(0, len(listeners), _MIGRATION_CONCURRENCY):
+                await asyncio.gather(
+                    *(
+                        self._index_listener(
+                            keys=[self.keys.listeners, *self._listener_index_keys(listener)],
+                            args=[str(listener.uuid)],
+                        )
+                        for listener in listeners[start : start + _MIGRATION_CONCURRENCY]
+                    )
+                )
+        await self.redis.hset(self.keys.config, "listing_indexes", "1")
+
+    async def _hash_pages(
+        self, key: str, kind: str, decode: Callable[[str | bytes], T]
+    ) -> AsyncIterator[list[T]]:
+        """The readable records of a hash, a page at a time (unreadable ones skipped)."""
+        cursor = 0
+        while True:
+            cursor, page = await self.redis.execute_command(
+                "HSCAN", key, cursor, "COUNT", _PAGE, **{NEVER_DECODE: True}
+            )
+            fields = (
+                page.items() if isinstance(page, dict) else zip(page[::2], page[1::2], strict=True)
+            )
+            records = [
+                self._decode(kind, f"{key}[{field!r}]", raw, decode) for field, raw in fields
+            ]
+            if found := [record for record in records if record is not None]:
+                yield found
+            if int(cursor) == 0:
+                return
 
     # Listeners ------------------------------------------------------------------------------
 
@@ -326,24 +513,57 @@ class Store:
     def _identity(listener: Listener) -> str:
         return json.dumps([str(listener.owner), listener.namespace, listener.user_key])
 
-    async def claim_listener(self, listener: Listener) -> Listener | None:
-        """Register the listener unless its identity is taken; return whoever holds it.
+    def _listener_index_keys(self, listener: Listener) -> list[str]:
+        return [
+            self.keys.listener_order,
+            self.keys.owner_listeners(str(listener.owner)),
+            self.keys.namespace_listeners(listener.namespace),
+        ]
 
-        None when the holder's record cannot be read.
+    async def claim_listener(
+        self, listener: Listener, limit: int | None = None
+    ) -> tuple[Listener | None, bool]:
+        """Register the listener unless its identity is taken: (who holds it, created).
+
+        The holder is None when its record cannot be read.
+
+        Raises `QuotaReached` when its owner already has `limit` listeners, and
+        `NamespaceGone` when its namespace was deleted meanwhile.
         """
-        record = {
-            "uuid": str(listener.uuid),
-            "owner": str(listener.owner),
-            "namespace": listener.namespace,
-            "routing_key": listener.routing_key,
-            "user_key": listener.user_key,
-        }
-        raw = await self._written(
+        reply = await self._written(
             self._claim_listener,
-            keys=[self.keys.identities, self.keys.listeners],
-            args=[self._identity(listener), str(listener.uuid), json.dumps(record)],
+            keys=[
+                self.keys.identities,
+                self.keys.listeners,
+                self.keys.namespaces,
+                *self._listener_index_keys(listener),
+            ],
+            args=[
+                self._identity(listener),
+                str(listener.uuid),
+                _listener_record(listener),
+                listener.namespace,
+                _limit_arg(limit),
+            ],
         )
-        return self._decode("listener", self.keys.listeners, raw.encode(), _listener)
+        if int(reply[0]) == 0:
+            raise NamespaceGone() if reply[1] == "namespace" else QuotaReached(str(reply[1]))
+        holder = self._decode("listener", self.keys.listeners, str(reply[1]).encode(), _listener)
+        return holder, int(reply[2]) == 1
+
+    async def release_listener(self, listener: Listener) -> bool:
+        """Remove the listener's registry record, identity and index entries at once."""
+        removed = await self._written(
+            self._release_listener,
+            keys=[self.keys.identities, self.keys.listeners, *self._listener_index_keys(listener)],
+            args=[self._identity(listener), str(listener.uuid)],
+        )
+        return bool(removed)
+
+    async def holds_identity(self, listener: Listener) -> bool:
+        """Whether the listener's identity still names it (not deleted, not replaced)."""
+        held = await self.redis.hget(self.keys.identities, self._identity(listener))
+        return bool(held == str(listener.uuid))
 
     async def get_listener(self, uuid: UUID) -> Listener | None:
         """The listener, or None when there is none or its record cannot be read."""
@@ -389,6 +609,35 @@ class Store:
             pipe.hdel(self.keys.listeners, str(uuid))
             await pipe.execute()
 
+    async def indexed_listeners(self, uuids: Sequence[str]) -> list[Listener]:
+        """The records of `uuids` just read from an index, in that order.
+
+        A record never changes for its uuid, so this process keeps the ones it read and
+        asks Redis only for the others (a listener deleted since is no longer indexed).
+        """
+        missing = [uuid for uuid in uuids if uuid not in self._records]
+        if missing:
+            if len(self._records) + len(missing) > RECORD_CACHE:
+                self._records.clear()
+            self._records.update(
+                (str(item.uuid), item) for item in await self.get_listeners(missing)
+            )
+        return [self._records[uuid] for uuid in uuids if uuid in self._records]
+
+    async def get_listeners(self, uuids: Sequence[str]) -> list[Listener]:
+        """The listeners of those `uuids` that exist, in the order given."""
+        if not uuids:
+            return []
+        raw = await self.redis.execute_command(
+            "HMGET", self.keys.listeners, *uuids, **{NEVER_DECODE: True}
+        )
+        found = []
+        for uuid, item in zip(uuids, raw, strict=True):
+            key = f"{self.keys.listeners}[{uuid}]"
+            if item is not None and (held := self._decode("listener", key, item, _listener)):
+                found.append(held)
+        return found
+
     async def create_listener_state(self, listener: Listener) -> None:
         await self._written(
             self._create,
@@ -422,12 +671,6 @@ class Store:
     async def unsubscribe(self, listener: Listener) -> None:
         topic = self.keys.topic(listener.namespace, listener.routing_key)
         await self.redis.hdel(topic, str(listener.uuid))
-
-    async def forget_listener(self, listener: Listener) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.identities, self._identity(listener))
-            pipe.hdel(self.keys.listeners, str(listener.uuid))
-            await pipe.execute()
 
     # Events ---------------------------------------------------------------------------------
 
@@ -674,3 +917,40 @@ class Store:
                     totals[field.split(":")[1]] += count
             rates.append(ListenerRates(totals["s"] / span_minutes, totals["a"] / span_minutes))
         return rates
+
+    # Metrics --------------------------------------------------------------------------------
+
+    async def listener_figures(self, listeners: Sequence[UUID], scan: int) -> list[Figures]:
+        """Per listener: pending, silenced, oldest unsilenced ms, oldest silenced ms.
+
+        One call of lua/stats.lua per listener (which tells the two kinds' oldest apart
+        among the `scan` oldest events), sent `STATS_BATCH` per pipeline (on a cluster,
+        where redis-py runs no scripts in a pipeline, `STATS_CONCURRENCY` at a time), so
+        a scrape's load on Redis and on the pool stays bounded.
+        """
+        figures: list[Figures] = []
+        for start in range(0, len(listeners), STATS_BATCH):
+            replies = await self._stats_replies(listeners[start : start + STATS_BATCH], scan)
+            figures += [_figures(reply) for reply in replies]
+        return figures
+
+    async def _stats_replies(self, listeners: Sequence[UUID], scan: int) -> list[Any]:
+        calls = [(self.keys.listener_stats(uuid), [scan]) for uuid in listeners]
+        if isinstance(self.redis, RedisCluster):
+            replies: list[Any] = []
+            for start in range(0, len(calls), STATS_CONCURRENCY):
+                chunk = calls[start : start + STATS_CONCURRENCY]
+                replies += await asyncio.gather(
+                    *(self._stats(keys=keys, args=args) for keys, args in chunk)
+                )
+            return replies
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._stats.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        for i, (keys, args) in enumerate(calls):
+            if isinstance(replies[i], NoScriptError):  # not loaded yet (or Redis restarted)
+                replies[i] = await self._stats(keys=keys, args=args)
+            elif isinstance(replies[i], Exception):
+                raise replies[i]
+        return replies
