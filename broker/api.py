@@ -169,6 +169,7 @@ def context_for(broker: Broker, settings: Settings, principal: auth.Principal) -
         broker=broker,
         caller=auth.caller_of(principal, settings),
         roles=principal.roles,
+        nested_limit=settings.max_nested_per_request,
     )
 
 
