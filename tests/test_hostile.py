@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 import broker.api
@@ -910,6 +911,9 @@ async def _plant_unreadable_records(redis: Redis, listener: str) -> None:
     """What an older version (or damage) could leave behind, written straight into Redis."""
     await redis.hset(f"{REGISTRY}:listeners", mapping=BAD_LISTENERS)  # type: ignore[arg-type]
     await redis.hset(f"{REGISTRY}:namespaces", mapping=BAD_NAMESPACES)  # type: ignore[arg-type]
+    # Indexed as their records once were, so that listings come across them.
+    await redis.zadd(f"{REGISTRY}:ix:listeners", dict.fromkeys(BAD_LISTENERS, 0))
+    await redis.zadd(f"{REGISTRY}:ix:namespaces", dict.fromkeys(BAD_NAMESPACES, 0))
     # A pending event of a good listener in another record layout, and bad listener state.
     tag = f"broker:{{broker:l:{listener}}}"
     await redis.hset(f"{tag}:events", "old", "x|y")
@@ -934,7 +938,13 @@ async def test_unreadable_records_are_skipped_counted_and_logged_once(
     assert listed["events"] == {"objects": [{"subject": "pending"}]}
     assert listed["me"]["actor"]["event_listeners"] == [{"user_key": "good"}]
     assert scraped.status_code == 200
-    assert 'os2mo_events{ns="mo",owner=' in scraped.text
+    gauges = [
+        sample.labels
+        for family in text_string_to_metric_families(scraped.text)
+        if family.name == "os2mo_events"
+        for sample in family.samples
+    ]
+    assert {labels["user_key"] for labels in gauges} == {"good"}
     for kind in ("listener", "namespace", "event"):
         assert f'broker_unreadable_records_total{{kind="{kind}"}}' in scraped.text
     for document, variables in [
