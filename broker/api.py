@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any, Final, TypeVar
@@ -28,6 +30,7 @@ from broker.operations import (
     Broker,
     canonical_namespace,
     check_list,
+    spellings,
 )
 from broker.settings import Settings
 from broker.tokens import EventToken
@@ -35,6 +38,21 @@ from broker.tokens import EventToken
 # Events one request may list in all: a budget across nested lists and aliases, since
 # `event_listeners { events }` would otherwise multiply the page size by the listeners.
 EVENTS_PER_REQUEST = 10_000
+# How many nested per-object fields that read Redis (`Listener.events`,
+# `Namespace.listeners`, an uncached `Listener.namespace` or `FullEvent.listener`) run at
+# once in one request, and how many one request may resolve (BROKER_MAX_NESTED_PER_REQUEST):
+# one query over thousands of listeners must not take the connection pool from every
+# other caller. The default budget fits the default listener quota.
+NESTED_CONCURRENCY = 8
+NESTED_PER_REQUEST = 1000
+
+
+def _root_field(info: GraphQLResolveInfo[Any]) -> str:
+    """The root field (its response key) a nested resolver runs under."""
+    path = info.path
+    while path.prev is not None:
+        path = path.prev
+    return str(path.key)
 
 
 # The role each field needs that reads or changes events, listeners or namespaces, at the
@@ -96,6 +114,32 @@ class Context:
     namespaces: dict[str, Namespace | None] = field(default_factory=dict)
     # Events one request may list in all, nested lists and aliases included.
     event_budget: int = field(default_factory=lambda: EVENTS_PER_REQUEST)
+    nested_limit: int = NESTED_PER_REQUEST
+    nested_spent: int = 0
+    nested_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(NESTED_CONCURRENCY)
+    )
+    nested_refused: errors.InvalidInput | None = None
+
+    @asynccontextmanager
+    async def nested(self, info: GraphQLResolveInfo[Any]) -> AsyncIterator[None]:
+        """Guard one nested field's Redis work: counted, and a few at a time."""
+        self.nested_spent += 1
+        if self.nested_spent > self.nested_limit and self.nested_refused is None:
+            root = _root_field(info)
+            self.nested_refused = errors.InvalidInput(
+                f"`{root}` selects `{info.parent_type.name}.{info.field_name}` for more "
+                f"than {self.nested_limit} objects in one request; narrow `{root}` with "
+                "its `filter` (e.g. `uuids`, `owners`, `namespaces`) and a `limit`, and "
+                "page with `cursor`, or list events with the root field `events` instead"
+            )
+        if self.nested_refused is not None:
+            raise self.nested_refused
+        async with self.nested_slots:
+            # Refused while this one waited: the answer is an error anyway.
+            if self.nested_refused is not None:
+                raise self.nested_refused
+            yield
 
     def spend(self, events: list[PendingEvent]) -> list[PendingEvent]:
         self.event_budget -= len(events)
@@ -106,14 +150,16 @@ class Context:
             )
         return events
 
-    async def listener(self, uuid: UUID) -> Listener | None:
+    async def listener(self, uuid: UUID, info: GraphQLResolveInfo[Any]) -> Listener | None:
         if uuid not in self.listeners:
-            self.listeners[uuid] = await self.broker.listener(uuid)
+            async with self.nested(info):
+                self.listeners[uuid] = await self.broker.listener(uuid)
         return self.listeners[uuid]
 
-    async def namespace(self, name: str) -> Namespace | None:
+    async def namespace(self, name: str, info: GraphQLResolveInfo[Any]) -> Namespace | None:
         if name not in self.namespaces:
-            self.namespaces[name] = await self.broker.namespace(name)
+            async with self.nested(info):
+                self.namespaces[name] = await self.broker.namespace(name)
         return self.namespaces[name]
 
 
@@ -123,6 +169,7 @@ def context_for(broker: Broker, settings: Settings, principal: auth.Principal) -
         broker=broker,
         caller=auth.caller_of(principal, settings),
         roles=principal.roles,
+        nested_limit=settings.max_nested_per_request,
     )
 
 
@@ -220,9 +267,15 @@ def _set(
     return None if values is None else frozenset(values)
 
 
+def _names(values: list[str] | None, what: str) -> frozenset[str] | None:
+    """Names to match, each as it may be stored (see `operations.spellings`)."""
+    values = _list(values, what, MAX_NAME_LENGTH)
+    return None if values is None else frozenset(s for v in values for s in spellings(v))
+
+
 def namespace_filter(data: dict[str, Any] | None) -> NamespaceFilter:
     data = data or {}
-    names = _set(data.get("names"), "names", MAX_NAME_LENGTH)
+    names = _names(data.get("names"), "names")
     return NamespaceFilter(
         names=None if names is None else frozenset(canonical_namespace(n) for n in names),
         owners=_set(data.get("owners"), "owners"),
@@ -235,9 +288,9 @@ def listener_filter(data: dict[str, Any] | None) -> ListenerFilter:
     namespaces = data.get("namespaces")
     return ListenerFilter(
         uuids=_set(data.get("uuids"), "uuids"),
-        user_keys=_set(data.get("user_keys"), "user_keys", MAX_NAME_LENGTH),
+        user_keys=_names(data.get("user_keys"), "user_keys"),
         owners=_set(data.get("owners"), "owners"),
-        routing_keys=_set(data.get("routing_keys"), "routing_keys", MAX_NAME_LENGTH),
+        routing_keys=_names(data.get("routing_keys"), "routing_keys"),
         namespaces=None if namespaces is None else namespace_filter(namespaces),
     )
 
@@ -416,7 +469,7 @@ full_event_type = ObjectType("FullEvent")
 async def _full_event_listener(
     event: PendingEvent, info: GraphQLResolveInfo[Context]
 ) -> Listener | None:
-    return await info.context.listener(event.listener)
+    return await info.context.listener(event.listener, info)
 
 
 listener_type = ObjectType("Listener")
@@ -426,7 +479,7 @@ listener_type = ObjectType("Listener")
 async def _listener_namespace(
     listener: Listener, info: GraphQLResolveInfo[Context]
 ) -> Namespace | None:
-    return await info.context.namespace(listener.namespace)
+    return await info.context.namespace(listener.namespace, info)
 
 
 @gated(listener_type, "events")
@@ -438,11 +491,10 @@ async def _listener_events(
     cursor: str | None = None,
 ) -> list[PendingEvent]:
     ctx: Context = info.context
-    return ctx.spend(
-        await ctx.broker.listener_events(
-            ctx.caller, listener, event_selection(filter), limit, cursor
-        )
-    )
+    selection = event_selection(filter)
+    async with ctx.nested(info):
+        found = await ctx.broker.listener_events(ctx.caller, listener, selection, limit, cursor)
+    return ctx.spend(found)
 
 
 namespace_type = ObjectType("Namespace")
@@ -465,7 +517,8 @@ async def _namespace_listeners(
         routing_keys=selection.routing_keys,
         namespaces=NamespaceFilter(names=frozenset([namespace.name])),
     )
-    return (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
+    async with ctx.nested(info):
+        return (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
 
 
 actor_type = ObjectType("Actor")

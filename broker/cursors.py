@@ -23,4 +23,9 @@ def decode(value: object) -> list[str]:
         raise InvalidCursor() from error
     if not isinstance(key, list) or not all(isinstance(part, str) for part in key):
         raise InvalidCursor()
+    try:
+        for part in key:
+            part.encode()  # JSON's "\udfff" decodes to a lone surrogate: no key holds one
+    except UnicodeEncodeError as error:
+        raise InvalidCursor() from error
     return key

@@ -27,7 +27,7 @@ from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from broker import errors, explorer
+from broker import errors, explorer, inputs
 from broker.auth import Authenticator, Principal
 from broker.documents import DocumentCache
 from broker.limits import DocumentLimits, JSONOnlyHTTPHandler, validation_rules
@@ -70,7 +70,7 @@ class GraphQLEndpoint:
             http_handler=JSONOnlyHTTPHandler(),
             query_parser=self.documents.parse,
             query_validator=self.documents.validate,
-            validation_rules=validation_rules(settings),
+            validation_rules=[*validation_rules(settings), inputs.StringLiterals],
         )
         # GET: the explorer page (or Ariadne's refusal), under the explorer's CSP.
         self.explorer_page = explorer.WithSecurityHeaders(self.ariadne)
@@ -104,7 +104,15 @@ class GraphQLEndpoint:
             return
         media_type = headers.get(b"content-type", b"").split(b";")[0]
         if media_type == JSON:
-            answer = await self.execute_prepared(body, principal)
+            data = decode_json(body)
+            if isinstance(data, dict):
+                # The input boundary, for both paths below: nothing runs on such text.
+                try:
+                    inputs.check_request(data)
+                except errors.InvalidInput as error:
+                    await respond(send, 400, {"errors": [{"message": str(error)}]})
+                    return
+            answer = await self.execute_prepared(data, principal)
             if answer is not None:
                 self.fast_requests += 1
                 await respond(send, *answer)
@@ -113,19 +121,13 @@ class GraphQLEndpoint:
         await self.ariadne(scope, replay(body, receive), send)
 
     async def execute_prepared(
-        self, body: bytes, principal: Principal
+        self, data: Any, principal: Principal
     ) -> tuple[int, dict[str, Any]] | None:
         """Run a request whose document is known to be valid; None hands it to Ariadne.
 
         Mirrors `ariadne.graphql.graphql` after its parse and validate steps, with no
         extensions, middleware or root value (the broker uses none).
         """
-        try:
-            # The standard library's parser, as Starlette's `Request.json()` behind Ariadne:
-            # orjson would read integers beyond 64 bits as floats and so word errors apart.
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return None  # Ariadne answers those
         if not isinstance(data, dict):
             return None
         query, variables = data.get("query"), data.get("variables")
@@ -165,6 +167,16 @@ class GraphQLEndpoint:
     async def refuse_size(self, send: Send) -> None:
         message = f"Request body is larger than {self.max_bytes} bytes"
         await respond(send, 413, {"errors": [{"message": message}]})
+
+
+def decode_json(body: bytes) -> Any:
+    """The request body's JSON, or None when it is none (Ariadne then answers the error)."""
+    try:
+        # The standard library's parser, as Starlette's `Request.json()` behind Ariadne:
+        # orjson would read integers beyond 64 bits as floats and so word errors apart.
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:

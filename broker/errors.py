@@ -116,3 +116,36 @@ class NotReplicated(BrokerError):
         "The event store did not confirm the write on enough replicas in time "
         "(BROKER_REDIS_WAIT_REPLICAS); it may or may not be kept. Try again: a re-send coalesces."
     )
+
+
+class NamespaceLookalike(BrokerError):
+    def __init__(self, existing: str) -> None:
+        super().__init__(
+            f"Namespace name is too much like the existing namespace '{existing}' "
+            "(they differ only in case, width, invisible characters or lookalike letters)."
+        )
+
+
+class RecordUnreadable(BrokerError):
+    """A stored record that cannot be read (an older layout, or damaged) is in the way."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"The stored record of this {what} cannot be read; an admin can delete it."
+        )
+
+
+class NamespaceQuota(BrokerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already own {limit} namespaces, the most allowed "
+            "(BROKER_MAX_NAMESPACES_PER_OWNER). Delete one with `event_namespace_delete` first."
+        )
+
+
+class ListenerQuota(BrokerError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You already own {limit} listeners, the most allowed "
+            "(BROKER_MAX_LISTENERS_PER_OWNER). Delete one with `event_listener_delete` first."
+        )

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from broker.models import Listener
-from broker.store import Store, stream_id_order, subject_of
+from broker.store import Store, stream_id_order
 
 # Oldest events looked at to tell the oldest silenced from the oldest unsilenced one.
 STATS_SCAN = 32
-STATS_BATCH = 500
+# Listeners read per round of a scrape.
+SNAPSHOT_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,69 +44,35 @@ class Snapshot:
 
 
 async def read_snapshot(store: Store) -> Snapshot:
-    """The scrape-time values: every listener's pending counts and the fan-out lag."""
-    listeners = await store.all_listeners()
-    stats = await listener_stats(store, [listener.uuid for listener in listeners])
+    """The scrape-time values: every listener's pending counts and the fan-out lag.
+
+    Read a page of listeners at a time (index page, records, stats: a few pipelined
+    round trips per `SNAPSHOT_PAGE` listeners), so memory and round trips grow in steps.
+    """
+    listeners: list[tuple[Listener, ListenerStats]] = []
+    after: str | None = None
+    while uuids := await store.index_page([store.keys.listener_order], after, SNAPSHOT_PAGE):
+        found = await store.indexed_listeners(uuids)
+        stats = await listener_stats(store, [listener.uuid for listener in found])
+        listeners += zip(found, stats, strict=True)
+        if len(uuids) < SNAPSHOT_PAGE:
+            break
+        after = uuids[-1]
     ingest = await ingest_lag(store)
-    return Snapshot(list(zip(listeners, stats, strict=True)), ingest, time.time())
+    return Snapshot(listeners, ingest, time.time())
 
 
 async def listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats]:
-    """Pending counts and oldest creation times; a few round trips per 500 listeners.
+    """Pending counts and oldest creation times: one script call per listener.
 
     The oldest silenced and unsilenced events are told apart among the `STATS_SCAN`
     oldest events only; a kind not found there gets the overall oldest (an
-    approximation that can only make it look older than it is).
+    approximation that can only make it look older than it is). None for a listener
+    whose state cannot be read (skipped, counted and logged by the store).
     """
-    stats: list[ListenerStats] = []
-    for start in range(0, len(listeners), STATS_BATCH):
-        stats += await _listener_stats(store, listeners[start : start + STATS_BATCH])
-    return stats
-
-
-async def _listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats]:
-    keys = [store.keys.listener(uuid) for uuid in listeners]
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hget(key.meta, "silenced")
-            pipe.hlen(key.events)
-            pipe.zrange(key.index, 0, 0)
-        replies = await pipe.execute()
-    counts = []
-    for i in range(len(keys)):
-        silenced, pending, first = replies[3 * i : 3 * i + 3]
-        oldest = int(first[0].split(":", 1)[0]) if first else None
-        counts.append((int(pending), min(int(silenced or 0), int(pending)), oldest))
-    # Both kinds pending: look at the oldest few to find each kind's oldest.
-    mixed = [i for i, (pending, silenced, _) in enumerate(counts) if 0 < silenced < pending]
-    split: dict[int, tuple[int | None, int | None]] = {}
-    if mixed:
-        async with store.redis.pipeline(transaction=False) as pipe:
-            for i in mixed:
-                pipe.zrange(keys[i].index, 0, STATS_SCAN - 1)
-            members = await pipe.execute()
-        scanned = [(i, found) for i, found in zip(mixed, members, strict=True) if found]
-        async with store.redis.pipeline(transaction=False) as pipe:
-            for i, found in scanned:
-                pipe.hmget(keys[i].events, [subject_of(key) for key in found])
-            records = await pipe.execute()
-        for (i, found), packed in zip(scanned, records, strict=True):
-            oldest_of: dict[bool, int] = {}
-            for key, record in zip(found, packed, strict=True):
-                if record is not None:
-                    silenced = record.split("|")[2] == "1"
-                    oldest_of.setdefault(silenced, int(key.split(":", 1)[0]))
-            split[i] = (oldest_of.get(False), oldest_of.get(True))
-    stats = []
-    for i, (pending, silenced, oldest) in enumerate(counts):
-        if i in split:
-            loud, quiet = split[i]
-            stats.append(ListenerStats(pending, silenced, loud or oldest, quiet or oldest))
-        else:
-            loud_oldest = oldest if pending > silenced else None
-            quiet_oldest = oldest if silenced else None
-            stats.append(ListenerStats(pending, silenced, loud_oldest, quiet_oldest))
-    return stats
+    return [
+        ListenerStats(*figures) for figures in await store.listener_figures(listeners, STATS_SCAN)
+    ]
 
 
 async def ingest_lag(store: Store) -> list[IngestLag]:

@@ -148,6 +148,22 @@ class Settings(BaseSettings):
         description="Fields one GraphQL document may select at one response-key path "
         "(`{ me { uuid } me { uuid } }` selects `me` twice), fragments expanded.",
     )
+    max_namespaces_per_owner: int = Field(
+        default=100,
+        ge=1,
+        description="Namespaces one owner may hold; further declares are refused.",
+    )
+    max_listeners_per_owner: int = Field(
+        default=1000,
+        ge=1,
+        description="Listeners one owner may hold; further declares are refused.",
+    )
+    max_nested_per_request: int = Field(
+        default=1000,
+        ge=1,
+        description="Nested per-object fields that read Redis (e.g. `Listener.events`) one "
+        "request may resolve; past it the request gets an error.",
+    )
 
     # Operator console (/console)
     console: bool = Field(default=True, description="Serve the operator console on /console.")

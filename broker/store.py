@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.client import NEVER_DECODE
+from redis.exceptions import NoScriptError, ResponseError
 
 from broker.keys import Keys
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
 from broker.pipelining import Pipeliner
 from broker.replication import Command, Replication, ScriptCall, run_confirmed
 
+T = TypeVar("T")
 RedisClient = Redis | RedisCluster
 UpdateAction = Literal["silence", "unsilence", "rerun"]
+# Told the kind ("namespace", "listener", "event", "listener_state") of each record skipped.
+UnreadableHook = Callable[[str], None]
+
+log = logging.getLogger(__name__)
+# What a stored record that cannot be read raises while it is decoded.
+DECODE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError)
+# Keys of unreadable records already logged: each is logged once per process (bounded).
+_REPORTED_MAX = 10_000
 
 FANOUT_GROUP = "fanout"
 # Due retries moved back into lanes per fetch: bounds the cost of one fetch.
@@ -30,6 +42,12 @@ _PAGE = 500
 RATE_SLOTS = 16
 # Entries one subject search looks at per HSCAN call.
 _SEARCH_SCAN = 1000
+_MIGRATION_CONCURRENCY = 32
+# Listener records a process keeps (records are fixed for a uuid's lifetime).
+RECORD_CACHE = 100_000
+# Script calls of a scrape per pipeline, and at once on a cluster (see `listener_figures`).
+STATS_BATCH = 1000
+STATS_CONCURRENCY = 32
 
 
 def _lua(name: str) -> str:
@@ -74,7 +92,8 @@ def _pending(listener: UUID, subject: str, packed: str) -> PendingEvent:
 
 
 def subject_of(order_key: str) -> str:
-    return order_key.split(":", 1)[1]
+    # partition: a member without ":" (not one of ours) names no subject, so nothing is found.
+    return order_key.partition(":")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,25 +113,88 @@ class Fetched:
     owned: bool = True  # False: unknown listener or another owner's
 
 
-def _namespace(raw: str) -> Namespace:
+def _text(data: dict[str, Any], field: str) -> str:
+    value = data[field]
+    if not isinstance(value, str):
+        raise TypeError(f"{field} is not a string")
+    return value
+
+
+def _namespace(raw: str | bytes) -> Namespace:
+    """A stored namespace record; one of `DECODE_ERRORS` if it is not one."""
     data = json.loads(raw)
-    return Namespace(name=data["name"], owner=UUID(data["owner"]), public=data["public"])
+    public = data["public"]
+    if not isinstance(public, bool):
+        raise TypeError("public is not a boolean")
+    return Namespace(name=_text(data, "name"), owner=UUID(_text(data, "owner")), public=public)
 
 
-def _listener(raw: str) -> Listener:
+def _listener(raw: str | bytes) -> Listener:
+    """A stored listener record; one of `DECODE_ERRORS` if it is not one."""
     data = json.loads(raw)
     return Listener(
-        uuid=UUID(data["uuid"]),
-        owner=UUID(data["owner"]),
-        namespace=data["namespace"],
-        routing_key=data["routing_key"],
-        user_key=data["user_key"],
+        uuid=UUID(_text(data, "uuid")),
+        owner=UUID(_text(data, "owner")),
+        namespace=_text(data, "namespace"),
+        routing_key=_text(data, "routing_key"),
+        user_key=_text(data, "user_key"),
     )
 
 
 def _now_ms() -> int:
     """This process's clock in ms: the minute the console's activity counts go into."""
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceClaim:
+    """What claiming a namespace name found."""
+
+    held: Namespace | None  # who holds the name now (None: its record cannot be read)
+    lookalike: str | None = None  # set instead: the existing name the new one folds onto
+
+
+def _namespace_record(namespace: Namespace) -> str:
+    return json.dumps(
+        {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
+    )
+
+
+def _listener_record(listener: Listener) -> str:
+    return json.dumps(
+        {
+            "uuid": str(listener.uuid),
+            "owner": str(listener.owner),
+            "namespace": listener.namespace,
+            "routing_key": listener.routing_key,
+            "user_key": listener.user_key,
+        }
+    )
+
+
+def _limit_arg(limit: int | None) -> str:
+    return "" if limit is None else str(limit)
+
+
+class QuotaReached(Exception):
+    """The owner holds as many namespaces or listeners as allowed."""
+
+
+class NamespaceGone(Exception):
+    """A listener's namespace was deleted while the listener was being declared."""
+
+
+Figures = tuple[int, int, int | None, int | None]
+
+
+def _figures(reply: list[Any]) -> Figures:
+    pending, silenced, oldest, oldest_silenced = reply
+    return (
+        int(pending),
+        int(silenced),
+        int(oldest) if oldest != "" else None,
+        int(oldest_silenced) if oldest_silenced != "" else None,
+    )
 
 
 def _owner_arg(owner: UUID | None) -> str:
@@ -123,12 +205,18 @@ class Store:
     """Storage operations; each listener operation is one atomic script in its slot."""
 
     def __init__(
-        self, redis: RedisClient, keys: Keys, replication: Replication | None = None
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        replication: Replication | None = None,
+        unreadable: UnreadableHook | None = None,
     ) -> None:
         # Any: redis-py's annotations cannot know that replies are decoded to str.
         self.redis: Any = redis
         self.keys = keys
         self.replication = replication or Replication()
+        self._count_unreadable = unreadable or (lambda kind: None)
+        self._reported: set[str] = set()
         prelude = _lua("listener")
         listener_script = {
             name: redis.register_script(prelude + "\n" + _lua(name))
@@ -140,10 +228,28 @@ class Store:
         self._update = listener_script["update"]
         self._delete = listener_script["delete"]
         self._create = listener_script["create"]
+        self._stats = redis.register_script(_lua("stats"))
         self._send = redis.register_script(_lua("send"))
         self._subscribe = redis.register_script(_lua("subscribe"))
-        self._claim_listener = redis.register_script(_lua("claim_listener"))
+        registry_script = {
+            name: redis.register_script(_lua(name))
+            for name in (
+                "claim_listener",
+                "release_listener",
+                "index_listener",
+                "claim_namespace",
+                "delete_namespace",
+                "index_namespace",
+            )
+        }
+        self._claim_listener = registry_script["claim_listener"]
+        self._release_listener = registry_script["release_listener"]
+        self._index_listener = registry_script["index_listener"]
+        self._claim_namespace = registry_script["claim_namespace"]
+        self._delete_namespace = registry_script["delete_namespace"]
+        self._index_namespace = registry_script["index_namespace"]
         self._ack_ingest = redis.register_script(_lua("ack_ingest"))
+        self._records: dict[str, Listener] = {}  # see `indexed_listeners`
         # The calls every request makes (fetch, acknowledge, send) are pipelined.
         self.pipeliner = Pipeliner(redis, self.replication)
 
@@ -172,6 +278,7 @@ class Store:
             )
         for shard in range(self.keys.shards):
             await self.ensure_ingest(shard)
+        await self.ensure_indexes()
 
     async def ensure_ingest(self, shard: int) -> None:
         try:
@@ -185,32 +292,220 @@ class Store:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
+    # Records --------------------------------------------------------------------------------
+    # Registry records are read as bytes and decoded here, one by one: a record that an
+    # older version (or anyone) left in another layout, or not in UTF-8, is skipped,
+    # counted and logged, and never fails the listing, the scrape or the request.
+
+    def unreadable(self, kind: str, key: str, error: BaseException) -> None:
+        """Count a skipped record, and log it the first time its key is seen."""
+        self._count_unreadable(kind)
+        if key in self._reported:
+            return
+        if len(self._reported) >= _REPORTED_MAX:
+            self._reported.clear()
+        self._reported.add(key)
+        log.warning("skipping an unreadable %s record at %s (%s)", kind, key, type(error).__name__)
+
+    def _decode(
+        self, kind: str, key: str, raw: bytes, decode: Callable[[str | bytes], T]
+    ) -> T | None:
+        try:
+            return decode(raw.decode())
+        except DECODE_ERRORS as error:  # UnicodeDecodeError is a ValueError
+            self.unreadable(kind, key, error)
+            return None
+
+    async def _raw_field(self, key: str, field: str) -> bytes | None:
+        raw: bytes | None = await self.redis.execute_command(
+            "HGET", key, field, **{NEVER_DECODE: True}
+        )
+        return raw
+
+    async def _raw_fields(self, key: str) -> dict[str, bytes]:
+        raw: dict[bytes, bytes] = await self.redis.execute_command(
+            "HGETALL", key, **{NEVER_DECODE: True}
+        )
+        return {field.decode(errors="replace"): value for field, value in raw.items()}
+
     # Namespaces -----------------------------------------------------------------------------
 
-    async def claim_namespace(self, namespace: Namespace) -> Namespace:
-        """Store the namespace unless its name is taken; return whoever holds the name."""
-        record = {"name": namespace.name, "owner": str(namespace.owner), "public": namespace.public}
-        if self.replication.enabled:
-            await self._commands_written(
-                self.keys.namespaces,
-                ("HSETNX", self.keys.namespaces, namespace.name, json.dumps(record)),
-            )
-        else:
-            await self.redis.hsetnx(self.keys.namespaces, namespace.name, json.dumps(record))
-        found = await self.get_namespace(namespace.name)
-        assert found is not None
-        return found
+    def _namespace_keys(self, owner: UUID) -> list[str]:
+        return [
+            self.keys.namespaces,
+            self.keys.namespace_folds,
+            self.keys.namespace_order,
+            self.keys.owner_namespaces(str(owner)),
+        ]
+
+    async def claim_namespace(
+        self, namespace: Namespace, fold: str, limit: int | None = None
+    ) -> NamespaceClaim:
+        """Store the namespace unless its name (or its `fold`) is taken; say who holds it.
+
+        One script claims the name, its fold, its listing indexes and the owner's quota
+        together, so of two racing declares of names that fold alike (`Mo`, `mo`) only one
+        can win, and no race passes the quota. Raises `QuotaReached` when the owner already
+        holds `limit` namespaces.
+        """
+        reply = await self._written(
+            self._claim_namespace,
+            keys=self._namespace_keys(namespace.owner),
+            args=[namespace.name, fold, _namespace_record(namespace), _limit_arg(limit)],
+        )
+        if int(reply[0]) == 0:
+            raise QuotaReached(str(reply[1]))
+        if int(reply[0]) == 2:
+            return NamespaceClaim(None, str(reply[1]))
+        return NamespaceClaim(await self.get_namespace(namespace.name))
+
+    async def fold_namespaces(self, fold: Callable[[str], str]) -> None:
+        """Claim the fold of every namespace stored without one (by an older version)."""
+        names = []
+        for raw in await self.redis.execute_command(
+            "HKEYS", self.keys.namespaces, **{NEVER_DECODE: True}
+        ):
+            try:
+                names.append(raw.decode())
+            except UnicodeDecodeError as error:  # no request can name it: nothing to guard
+                self.unreadable("namespace", f"{self.keys.namespaces}[{raw!r}]", error)
+        folded = set(await self.redis.hvals(self.keys.namespace_folds))
+        missing = {fold(name): name for name in sorted(names) if name not in folded}
+        for folded_name, name in missing.items():
+            await self.redis.hsetnx(self.keys.namespace_folds, folded_name, name)
 
     async def get_namespace(self, name: str) -> Namespace | None:
-        raw = await self.redis.hget(self.keys.namespaces, name)
-        return None if raw is None else _namespace(raw)
+        """The namespace, or None when there is none or its record cannot be read."""
+        raw = await self._raw_field(self.keys.namespaces, name)
+        if raw is None:
+            return None
+        return self._decode("namespace", f"{self.keys.namespaces}[{name}]", raw, _namespace)
+
+    async def namespace_recorded(self, name: str) -> bool:
+        """Whether a record is stored under the name, readable or not."""
+        return bool(await self.redis.hexists(self.keys.namespaces, name))
 
     async def all_namespaces(self) -> list[Namespace]:
-        raw = await self.redis.hvals(self.keys.namespaces)
-        return [_namespace(item) for item in raw]
+        found = []
+        for name, raw in (await self._raw_fields(self.keys.namespaces)).items():
+            key = f"{self.keys.namespaces}[{name}]"
+            if (namespace := self._decode("namespace", key, raw, _namespace)) is not None:
+                found.append(namespace)
+        return found
 
-    async def delete_namespace(self, name: str) -> None:
-        await self.redis.hdel(self.keys.namespaces, name)
+    async def delete_namespace(self, name: str, held: Namespace | None, fold: str) -> int:
+        """1 deleted (or gone), 0 refused as listeners are in it, -1 it changed meanwhile.
+
+        `held` is the record the caller was allowed to delete; None for one that cannot be
+        read (only admins get here), which is deleted as stored.
+        """
+        record: str | bytes | None
+        if held is None:
+            record = await self._raw_field(self.keys.namespaces, name)
+            if record is None:
+                return 1
+        else:
+            record = _namespace_record(held)
+        owner = "" if held is None else str(held.owner)
+        return int(
+            await self._written(
+                self._delete_namespace,
+                keys=[
+                    self.keys.namespaces,
+                    self.keys.namespace_folds,
+                    self.keys.namespace_order,
+                    self.keys.owner_namespaces(owner),
+                    self.keys.namespace_listeners(name),
+                ],
+                args=[name, record, fold],
+            )
+        )
+
+    async def get_namespaces(self, names: Sequence[str]) -> dict[str, Namespace]:
+        """The namespaces of those `names` that exist."""
+        if not names:
+            return {}
+        raw = await self.redis.execute_command(
+            "HMGET", self.keys.namespaces, *names, **{NEVER_DECODE: True}
+        )
+        found = {}
+        for name, item in zip(names, raw, strict=True):
+            key = f"{self.keys.namespaces}[{name}]"
+            if item is not None and (held := self._decode("namespace", key, item, _namespace)):
+                found[name] = held
+        return found
+
+    # Listing indexes ------------------------------------------------------------------------
+
+    async def index_page(
+        self, indexes: Sequence[str], after: str | None, count: int, inclusive: bool = False
+    ) -> list[str]:
+        """The first `count` members after `after` of the union of `indexes`, in order.
+
+        One round trip; each index answers at most `count` members (keyset paging).
+        """
+        if not indexes:
+            return []
+        low = "-" if after is None else f"{'[' if inclusive else '('}{after}"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zrangebylex(index, low, "+", start=0, num=count)
+            replies = await pipe.execute()
+        if len(replies) == 1:
+            return list(replies[0])
+        return sorted({member for reply in replies for member in reply})[:count]
+
+    async def ensure_indexes(self) -> None:
+        """Index records written before the listing indexes existed (once per database).
+
+        Safe while other processes run: each record is indexed by a script that first
+        checks it still exists, and indexing twice changes nothing.
+        """
+        if await self.redis.hget(self.keys.config, "listing_indexes") == "1":
+            return
+        async for batch in self._hash_pages(self.keys.namespaces, "namespace", _namespace):
+            for namespace in batch:
+                await self._index_namespace(
+                    keys=[
+                        self.keys.namespaces,
+                        self.keys.namespace_order,
+                        self.keys.owner_namespaces(str(namespace.owner)),
+                    ],
+                    args=[namespace.name],
+                )
+        async for listeners in self._hash_pages(self.keys.listeners, "listener", _listener):
+            # A few at a time (redis-py runs no scripts in a cluster pipeline).
+            for start in range(0, len(listeners), _MIGRATION_CONCURRENCY):
+                await asyncio.gather(
+                    *(
+                        self._index_listener(
+                            keys=[self.keys.listeners, *self._listener_index_keys(listener)],
+                            args=[str(listener.uuid)],
+                        )
+                        for listener in listeners[start : start + _MIGRATION_CONCURRENCY]
+                    )
+                )
+        await self.redis.hset(self.keys.config, "listing_indexes", "1")
+
+    async def _hash_pages(
+        self, key: str, kind: str, decode: Callable[[str | bytes], T]
+    ) -> AsyncIterator[list[T]]:
+        """The readable records of a hash, a page at a time (unreadable ones skipped)."""
+        cursor = 0
+        while True:
+            cursor, page = await self.redis.execute_command(
+                "HSCAN", key, cursor, "COUNT", _PAGE, **{NEVER_DECODE: True}
+            )
+            fields = (
+                page.items() if isinstance(page, dict) else zip(page[::2], page[1::2], strict=True)
+            )
+            records = [
+                self._decode(kind, f"{key}[{field!r}]", raw, decode) for field, raw in fields
+            ]
+            if found := [record for record in records if record is not None]:
+                yield found
+            if int(cursor) == 0:
+                return
 
     # Listeners ------------------------------------------------------------------------------
 
@@ -218,29 +513,130 @@ class Store:
     def _identity(listener: Listener) -> str:
         return json.dumps([str(listener.owner), listener.namespace, listener.user_key])
 
-    async def claim_listener(self, listener: Listener) -> Listener:
-        """Register the listener unless its identity is taken; return whoever holds it."""
-        record = {
-            "uuid": str(listener.uuid),
-            "owner": str(listener.owner),
-            "namespace": listener.namespace,
-            "routing_key": listener.routing_key,
-            "user_key": listener.user_key,
-        }
-        raw = await self._written(
+    def _listener_index_keys(self, listener: Listener) -> list[str]:
+        return [
+            self.keys.listener_order,
+            self.keys.owner_listeners(str(listener.owner)),
+            self.keys.namespace_listeners(listener.namespace),
+        ]
+
+    async def claim_listener(
+        self, listener: Listener, limit: int | None = None
+    ) -> tuple[Listener | None, bool]:
+        """Register the listener unless its identity is taken: (who holds it, created).
+
+        The holder is None when its record cannot be read.
+
+        Raises `QuotaReached` when its owner already has `limit` listeners, and
+        `NamespaceGone` when its namespace was deleted meanwhile.
+        """
+        reply = await self._written(
             self._claim_listener,
-            keys=[self.keys.identities, self.keys.listeners],
-            args=[self._identity(listener), str(listener.uuid), json.dumps(record)],
+            keys=[
+                self.keys.identities,
+                self.keys.listeners,
+                self.keys.namespaces,
+                *self._listener_index_keys(listener),
+            ],
+            args=[
+                self._identity(listener),
+                str(listener.uuid),
+                _listener_record(listener),
+                listener.namespace,
+                _limit_arg(limit),
+            ],
         )
-        return _listener(raw)
+        if int(reply[0]) == 0:
+            raise NamespaceGone() if reply[1] == "namespace" else QuotaReached(str(reply[1]))
+        holder = self._decode("listener", self.keys.listeners, str(reply[1]).encode(), _listener)
+        return holder, int(reply[2]) == 1
+
+    async def release_listener(self, listener: Listener) -> bool:
+        """Remove the listener's registry record, identity and index entries at once."""
+        removed = await self._written(
+            self._release_listener,
+            keys=[self.keys.identities, self.keys.listeners, *self._listener_index_keys(listener)],
+            args=[self._identity(listener), str(listener.uuid)],
+        )
+        return bool(removed)
+
+    async def holds_identity(self, listener: Listener) -> bool:
+        """Whether the listener's identity still names it (not deleted, not replaced)."""
+        held = await self.redis.hget(self.keys.identities, self._identity(listener))
+        return bool(held == str(listener.uuid))
 
     async def get_listener(self, uuid: UUID) -> Listener | None:
-        raw = await self.redis.hget(self.keys.listeners, str(uuid))
-        return None if raw is None else _listener(raw)
+        """The listener, or None when there is none or its record cannot be read."""
+        raw = await self._raw_field(self.keys.listeners, str(uuid))
+        if raw is None:
+            return None
+        return self._decode("listener", f"{self.keys.listeners}[{uuid}]", raw, _listener)
+
+    async def listener_recorded(self, uuid: UUID) -> bool:
+        """Whether a record is stored under the uuid, readable or not."""
+        return bool(await self.redis.hexists(self.keys.listeners, str(uuid)))
 
     async def all_listeners(self) -> list[Listener]:
-        raw = await self.redis.hvals(self.keys.listeners)
-        return [_listener(item) for item in raw]
+        found = []
+        for uuid, raw in (await self._raw_fields(self.keys.listeners)).items():
+            key = f"{self.keys.listeners}[{uuid}]"
+            if (listener := self._decode("listener", key, raw, _listener)) is not None:
+                found.append(listener)
+        return found
+
+    async def listener_topic(self, uuid: UUID) -> tuple[str, str] | None:
+        """(namespace, routing key) from a listener's own state, when it has readable state."""
+        meta = self.keys.listener(uuid).meta
+        raw = await self.redis.execute_command(
+            "HMGET", meta, "namespace", "routing_key", **{NEVER_DECODE: True}
+        )
+        try:
+            namespace, routing_key = (part.decode() for part in raw)
+        except DECODE_ERRORS:  # no state, or not readable: fan-out drops it from its topic
+            return None
+        return namespace, routing_key
+
+    async def forget_unreadable_listener(self, uuid: UUID) -> None:
+        """Remove a listener record that cannot be read, and any identity naming its uuid."""
+        held = [
+            identity
+            for identity, holder in (await self._raw_fields(self.keys.identities)).items()
+            if holder == str(uuid).encode()
+        ]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if held:
+                pipe.hdel(self.keys.identities, *held)
+            pipe.hdel(self.keys.listeners, str(uuid))
+            await pipe.execute()
+
+    async def indexed_listeners(self, uuids: Sequence[str]) -> list[Listener]:
+        """The records of `uuids` just read from an index, in that order.
+
+        A record never changes for its uuid, so this process keeps the ones it read and
+        asks Redis only for the others (a listener deleted since is no longer indexed).
+        """
+        missing = [uuid for uuid in uuids if uuid not in self._records]
+        if missing:
+            if len(self._records) + len(missing) > RECORD_CACHE:
+                self._records.clear()
+            self._records.update(
+                (str(item.uuid), item) for item in await self.get_listeners(missing)
+            )
+        return [self._records[uuid] for uuid in uuids if uuid in self._records]
+
+    async def get_listeners(self, uuids: Sequence[str]) -> list[Listener]:
+        """The listeners of those `uuids` that exist, in the order given."""
+        if not uuids:
+            return []
+        raw = await self.redis.execute_command(
+            "HMGET", self.keys.listeners, *uuids, **{NEVER_DECODE: True}
+        )
+        found = []
+        for uuid, item in zip(uuids, raw, strict=True):
+            key = f"{self.keys.listeners}[{uuid}]"
+            if item is not None and (held := self._decode("listener", key, item, _listener)):
+                found.append(held)
+        return found
 
     async def create_listener_state(self, listener: Listener) -> None:
         await self._written(
@@ -275,12 +671,6 @@ class Store:
     async def unsubscribe(self, listener: Listener) -> None:
         topic = self.keys.topic(listener.namespace, listener.routing_key)
         await self.redis.hdel(topic, str(listener.uuid))
-
-    async def forget_listener(self, listener: Listener) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.identities, self._identity(listener))
-            pipe.hdel(self.keys.listeners, str(listener.uuid))
-            await pipe.execute()
 
     # Events ---------------------------------------------------------------------------------
 
@@ -377,8 +767,9 @@ class Store:
                 (
                     event
                     for subject, packed in zip(subjects, records, strict=True)
-                    if packed is not None
-                    and selection.matches(event := _pending(listener, subject, packed))
+                    if (event := self.pending_event(listener, events_key, subject, packed))
+                    is not None
+                    and selection.matches(event)
                     and (after is None or event.order_key > after)
                 ),
                 key=lambda event: event.order_key,
@@ -392,10 +783,8 @@ class Store:
             subjects = [subject_of(key) for key in keys]
             records = await self.redis.hmget(events_key, subjects)
             for subject, packed in zip(subjects, records, strict=True):
-                if packed is None:
-                    continue
-                event = _pending(listener, subject, packed)
-                if selection.matches(event):
+                event = self.pending_event(listener, events_key, subject, packed)
+                if event is not None and selection.matches(event):
                     found.append(event)
                     if limit is not None and len(found) == limit:
                         break
@@ -423,6 +812,18 @@ class Store:
             return []
         scores = await self.redis.zmscore(self.keys.listener(listener).retry, list(subjects))
         return [None if score is None else int(score) for score in scores]
+
+    def pending_event(
+        self, listener: UUID, events_key: str, subject: str, packed: str | None
+    ) -> PendingEvent | None:
+        """A stored pending event, None when it is gone or its record cannot be read."""
+        if packed is None:
+            return None
+        try:
+            return _pending(listener, subject, packed)
+        except DECODE_ERRORS as error:
+            self.unreadable("event", f"{events_key}[{subject}]", error)
+            return None
 
     async def count_pending(self, listener: UUID) -> int:
         return int(await self.redis.hlen(self.keys.listener(listener).events))
@@ -516,3 +917,40 @@ class Store:
                     totals[field.split(":")[1]] += count
             rates.append(ListenerRates(totals["s"] / span_minutes, totals["a"] / span_minutes))
         return rates
+
+    # Metrics --------------------------------------------------------------------------------
+
+    async def listener_figures(self, listeners: Sequence[UUID], scan: int) -> list[Figures]:
+        """Per listener: pending, silenced, oldest unsilenced ms, oldest silenced ms.
+
+        One call of lua/stats.lua per listener (which tells the two kinds' oldest apart
+        among the `scan` oldest events), sent `STATS_BATCH` per pipeline (on a cluster,
+        where redis-py runs no scripts in a pipeline, `STATS_CONCURRENCY` at a time), so
+        a scrape's load on Redis and on the pool stays bounded.
+        """
+        figures: list[Figures] = []
+        for start in range(0, len(listeners), STATS_BATCH):
+            replies = await self._stats_replies(listeners[start : start + STATS_BATCH], scan)
+            figures += [_figures(reply) for reply in replies]
+        return figures
+
+    async def _stats_replies(self, listeners: Sequence[UUID], scan: int) -> list[Any]:
+        calls = [(self.keys.listener_stats(uuid), [scan]) for uuid in listeners]
+        if isinstance(self.redis, RedisCluster):
+            replies: list[Any] = []
+            for start in range(0, len(calls), STATS_CONCURRENCY):
+                chunk = calls[start : start + STATS_CONCURRENCY]
+                replies += await asyncio.gather(
+                    *(self._stats(keys=keys, args=args) for keys, args in chunk)
+                )
+            return replies
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._stats.sha, len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+        for i, (keys, args) in enumerate(calls):
+            if isinstance(replies[i], NoScriptError):  # not loaded yet (or Redis restarted)
+                replies[i] = await self._stats(keys=keys, args=args)
+            elif isinstance(replies[i], Exception):
+                raise replies[i]
+        return replies

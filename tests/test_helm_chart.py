@@ -270,6 +270,8 @@ def test_values_reach_the_broker_settings(everything: list[Manifest]) -> None:
     assert values["BROKER_RETRY_MIN_SECONDS"] == "60"
     assert values["BROKER_RETRY_MAX_SECONDS"] == "3600"
     assert values["BROKER_FETCH_MAX_WAIT_SECONDS"] == "20"
+    assert values["BROKER_MAX_NAMESPACES_PER_OWNER"] == "20"
+    assert values["BROKER_MAX_LISTENERS_PER_OWNER"] == "500"
     assert values["BROKER_KEY_PREFIX"] == "mo"
 
 

@@ -6,9 +6,11 @@ before and after shows that they did not.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 import broker.api
@@ -567,3 +570,428 @@ async def test_nested_event_lists_share_one_budget_per_request(
     assert len((await api.data(query))["event_listeners"]["objects"]) == 3
     monkeypatch.setattr(broker.api, "EVENTS_PER_REQUEST", 10)
     assert (await api.error(query)).startswith("The query lists more than 10 events")
+
+
+# Text and names: the input boundary ---------------------------------------------------------
+
+LISTENERS_BY_KEY = (
+    "{ event_listeners { objects { uuid user_key routing_key namespace { name } } } }"
+)
+
+
+async def _post_json(
+    api: Api, document: str, variables: dict[str, Any], operation_name: str | None = None
+) -> dict[str, Any]:
+    """Post with JSON's own escapes (`\\udfff`), which an encoder of real UTF-8 cannot write."""
+    payload = {"query": document, "variables": variables, "operationName": operation_name}
+    response = await api.http.post(
+        "/graphql/v25", content=json.dumps(payload), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _declare_listener(**fields: str) -> dict[str, Any]:
+    return {"input": {"namespace": "mo", "user_key": "k", "routing_key": "person", **fields}}
+
+
+async def test_a_lone_surrogate_routing_key_is_refused_and_leaves_no_record(
+    api: Api, redis: Redis
+) -> None:
+    """The issue's first attack: the registry record used to stay, and broke everything."""
+    async with nothing_written(redis):
+        body = await _post_json(
+            api, clients.DECLARE_LISTENER, _declare_listener(routing_key="\udfff")
+        )
+    assert [error["message"] for error in body["errors"]] == [
+        "Variable '$input.routing_key' holds a lone surrogate (U+DFFF): not text"
+    ]
+    assert await api.data(LISTENERS_BY_KEY) == {"event_listeners": {"objects": []}}
+    assert (await api.http.get("/metrics")).status_code == 200
+
+
+INVISIBLE = "must not hold invisible or formatting characters ({})"
+ZWSP_ERROR = INVISIBLE.format("U+200B ZERO WIDTH SPACE")
+OUTER_SPACE = "name must not start or end with white space"
+SURROGATE = "holds a lone surrogate (U+{}): not text"
+CONTROL = "holds the control character U+{}"
+
+
+def _var(field: str) -> str:
+    return f"Variable '$input.{field}'"
+
+
+LITERAL_SEND = (
+    'mutation { event_send(input: {namespace: "mo", routing_key: "person", subject: """a\nb"""}) }'
+)
+# (document, variables, operationName, message): each would write if it ran.
+NOT_TEXT: list[Any] = [
+    pytest.param(
+        clients.DECLARE_LISTENER,
+        _declare_listener(user_key="k\udfff"),
+        None,
+        f"{_var('user_key')} {SURROGATE.format('DFFF')}",
+        id="surrogate-user-key",
+    ),
+    pytest.param(
+        clients.DECLARE_NAMESPACE,
+        {"input": {"name": "\ud800x"}},
+        None,
+        f"{_var('name')} {SURROGATE.format('D800')}",
+        id="surrogate-name",
+    ),
+    pytest.param(
+        clients.SEND,
+        {"input": {**SEND, "subject": "s\udfff"}},
+        None,
+        f"{_var('subject')} {SURROGATE.format('DFFF')}",
+        id="surrogate-subject",
+    ),
+    pytest.param(
+        clients.DECLARE_NAMESPACE,
+        {"input": {"name": "ok"}},
+        "DeclareEventNamespace\udfff",
+        f"operationName {SURROGATE.format('DFFF')}",
+        id="surrogate-operation-name",
+    ),
+    pytest.param(
+        clients.DECLARE_NAMESPACE,
+        {"input": {"name": "ok", "x\udfff": 1}},
+        None,
+        f"A key in variable '$input' {SURROGATE.format('DFFF')}",
+        id="surrogate-key",
+    ),
+    pytest.param(
+        clients.DECLARE_LISTENER,
+        _declare_listener(routing_key="per\x00son"),
+        None,
+        f"{_var('routing_key')} {CONTROL.format('0000')}",
+        id="nul-routing-key",
+    ),
+    pytest.param(
+        clients.SEND,
+        {"input": {**SEND, "subject": "s\x00"}},
+        None,
+        f"{_var('subject')} {CONTROL.format('0000')}",
+        id="nul-subject",
+    ),
+    pytest.param(
+        clients.DECLARE_NAMESPACE,
+        {"input": {"name": "a\x1b[31m"}},
+        None,
+        f"{_var('name')} {CONTROL.format('001B')}",
+        id="escape-name",
+    ),
+    pytest.param(
+        clients.DECLARE_LISTENER,
+        _declare_listener(user_key="k\x85"),
+        None,
+        f"{_var('user_key')} {CONTROL.format('0085')}",
+        id="c1-user-key",
+    ),
+    pytest.param(
+        'mutation { event_namespace_declare(input: {name: "a\\u0000b"}) { name } }',
+        {},
+        None,
+        f"A string in the document {CONTROL.format('0000')}",
+        id="literal-nul",
+    ),
+    pytest.param(
+        LITERAL_SEND,
+        {},
+        None,
+        f"A string in the document {CONTROL.format('000A')}",
+        id="literal-block-newline",
+    ),
+    pytest.param(
+        'mutation { event_namespace_declare(input: {name: "x"}) { name } } # \x00',
+        {},
+        None,
+        f"The document {CONTROL.format('0000')}",
+        id="document-nul",
+    ),
+]
+NOT_A_NAME: list[Any] = [
+    pytest.param({"name": "Mo"}, "mo", id="case"),
+    pytest.param({"name": "\uff4d\uff4f"}, "mo", id="full-width"),
+    pytest.param({"name": "\u043c\u043e"}, "mo", id="cyrillic"),
+    pytest.param({"name": "m\u043e"}, "mo", id="mixed-script"),
+    pytest.param({"name": "mo\u200b"}, f"name {ZWSP_ERROR}", id="zero-width-space"),
+    pytest.param(
+        {"name": "\ufeffmo"},
+        "name " + INVISIBLE.format("U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+        id="bom",
+    ),
+    pytest.param(
+        {"name": "mo\u202e"}, "name " + INVISIBLE.format("U+202E RIGHT-TO-LEFT OVERRIDE"), id="bidi"
+    ),
+    pytest.param({"name": " ns"}, OUTER_SPACE, id="leading-space"),
+    pytest.param({"name": "ns "}, OUTER_SPACE, id="trailing-space"),
+    pytest.param({"name": "\u3000ns"}, OUTER_SPACE, id="ideographic-space"),
+]
+
+
+def _lookalike(existing: str) -> str:
+    return (
+        f"Namespace name is too much like the existing namespace '{existing}' "
+        "(they differ only in case, width, invisible characters or lookalike letters)."
+    )
+
+
+@pytest.mark.parametrize(("document", "variables", "operation_name", "message"), NOT_TEXT)
+async def test_a_string_that_is_no_valid_text_is_refused_before_anything_runs(
+    api: Api,
+    redis: Redis,
+    document: str,
+    variables: dict[str, Any],
+    operation_name: str | None,
+    message: str,
+) -> None:
+    async with nothing_written(redis):
+        body = await _post_json(api, document, variables, operation_name)
+    assert [error["message"] for error in body["errors"]] == [message]
+
+
+@pytest.mark.parametrize(("fields", "message"), NOT_A_NAME)
+async def test_a_namespace_name_that_is_no_name_or_a_lookalike_is_refused(
+    api: Api, redis: Redis, fields: dict[str, str], message: str
+) -> None:
+    expected = _lookalike(message) if message == "mo" else message
+    async with nothing_written(redis):
+        body = await _post_json(
+            api, clients.DECLARE_NAMESPACE, {"input": {**fields, "public": True}}
+        )
+    assert [error["message"] for error in body["errors"]] == [expected]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("routing_key", "person\u200b", f"routing_key {ZWSP_ERROR}"),
+        ("user_key", "\u200bk", f"user_key {ZWSP_ERROR}"),
+        ("user_key", "k ", "user_key must not start or end with white space"),
+        ("namespace", "mo\u200b", f"namespace {ZWSP_ERROR}"),
+    ],
+)
+async def test_a_listener_name_that_is_no_name_is_refused(
+    api: Api, redis: Redis, field: str, value: str, message: str
+) -> None:
+    async with nothing_written(redis):
+        message_seen = await api.error(
+            clients.DECLARE_LISTENER, _declare_listener(**{field: value})
+        )
+    assert message_seen == message
+
+
+async def test_the_seeds_mo_spelling_still_names_the_built_in_namespace(api: Api) -> None:
+    created = await api.data(clients.SEED_CREATE_LISTENER, path="/graphql")
+    assert created["event_listener_create"]["uuid"]
+    listed = await api.data(LISTENERS_BY_KEY)
+    assert listed["event_listeners"]["objects"][0]["namespace"] == {"name": "mo"}
+
+
+async def test_names_are_compared_in_nfc(api: Api, redis: Redis) -> None:
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    declared = await api.data(clients.DECLARE_NAMESPACE, {"input": {"name": decomposed}})
+    assert declared == {"event_namespace_declare": {"name": composed}}
+    listener = await declare(api, decomposed, "k", namespace=composed)
+    async with nothing_written(redis):  # the other spellings are the same things
+        await api.data(clients.DECLARE_NAMESPACE, {"input": {"name": composed}})
+        assert await declare(api, composed, "k", namespace=decomposed) == listener
+    await send(api, composed, "s", namespace=decomposed)
+    await settle(api)
+    assert (await clients.fetch(api, listener) or {}).get("subject") == "s"
+    found = await api.data(LISTENERS, {"f": {"routing_keys": [decomposed]}})
+    assert found == {"event_listeners": {"objects": [{"uuid": listener}]}}
+
+
+async def test_of_two_racing_lookalike_declares_exactly_one_wins(api: Api, redis: Redis) -> None:
+    owners = [str(uuid.UUID(int=n + 1)) for n in range(6)]
+    names = ["Team", "team", "TEAM", "t\u0435am", "\uff54\uff45\uff41\uff4d", "teaM"]
+    bodies = await asyncio.gather(
+        *(
+            api.post(
+                clients.DECLARE_NAMESPACE,
+                {"input": {"name": name}},
+                headers={"Authorization": f"Bearer {unsigned({'alg': 'none'}, {'uuid': owner})}"},
+            )
+            for owner, name in zip(owners, names, strict=True)
+        )
+    )
+    won = [body["data"]["event_namespace_declare"]["name"] for body in bodies if body.get("data")]
+    assert len(won) == 1
+    refused = [body["errors"][0]["message"] for body in bodies if body.get("errors")]
+    assert refused == [_lookalike(won[0])] * 5
+    stored = await redis.hkeys("broker:{broker:registry}:namespaces")
+    assert sorted(stored) == sorted(["mo", won[0]])
+
+
+async def test_a_namespace_stored_before_folds_keeps_its_name_from_lookalikes(
+    make_api: MakeApi, redis: Redis
+) -> None:
+    api = await make_api()
+    # As an older version stored it: the record, and no fold claimed.
+    record = {"name": "legacy", "owner": "a0000000-0000-4000-8000-00000000000a", "public": True}
+    await redis.hset("broker:{broker:registry}:namespaces", "legacy", json.dumps(record))
+    restarted = await make_api()
+    assert await restarted.error(clients.DECLARE_NAMESPACE, {"input": {"name": "Legacy"}}) == (
+        _lookalike("legacy")
+    )
+    owner = {"Authorization": f"Bearer {unsigned({'alg': 'none'}, {'uuid': record['owner']})}"}
+    again = await api.data(
+        clients.DECLARE_NAMESPACE, {"input": {"name": "legacy", "public": True}}, headers=owner
+    )
+    assert again == {"event_namespace_declare": {"name": "legacy"}}
+
+
+async def test_a_deleted_namespace_frees_its_fold(api: Api) -> None:
+    await api.data(clients.DECLARE_NAMESPACE, {"input": {"name": "Team"}})
+    assert (await api.error(clients.DECLARE_NAMESPACE, {"input": {"name": "team"}})).startswith(
+        "Namespace name is too much like"
+    )
+    assert await api.data(DELETE_NAMESPACE, {"name": "Team"}) == {"event_namespace_delete": True}
+    assert await api.data(clients.DECLARE_NAMESPACE, {"input": {"name": "team"}})
+
+
+# Errors in the API's words ------------------------------------------------------------------
+
+KEEP_PENDING = {"delete_pending_events": False}
+PYTHON_WORDS = ("codec", "badly formed", "hexadecimal", "Traceback", "attribute", "literal for")
+
+
+async def test_bad_uuids_tokens_and_cursors_are_parse_errors_in_the_apis_words(api: Api) -> None:
+    surrogate_cursor = base64.urlsafe_b64encode(b'["\\udfff", "x"]').decode()
+    answers = [
+        await api.post(clients.FETCH, {"listener": "nope"}),
+        await api.post(clients.FETCH, {"listener": 5}),
+        await api.post('{ event_fetch(filter: {listener: "nope"}) { subject } }'),
+        await api.post(clients.DELETE_LISTENER, {"listener_uuid": "x", **KEEP_PENDING}),
+        await api.post(clients.ACK, {"token": "!!!"}),
+        await api.post(clients.ACK, {"token": base64.urlsafe_b64encode(b"\xff\xfe").decode()}),
+        await api.post("query($c: Cursor) { events(cursor: $c) { objects { subject } } }",
+                       {"c": surrogate_cursor}),
+        await api.post("query($c: Cursor) { event_listeners(cursor: $c) { objects { uuid } } }",
+                       {"c": base64.urlsafe_b64encode(b"\xff").decode()}),
+    ]  # fmt: skip
+    messages = [answer["errors"][0]["message"] for answer in answers]
+    parsed = ["UUID"] * 4 + ["EventToken"] * 2 + ["Cursor"] * 2
+    assert [
+        f"encountered error 'Could not parse {kind}'" in m
+        for kind, m in zip(parsed, messages, strict=True)
+    ] == [True] * 8, messages
+    assert not [word for message in messages for word in PYTHON_WORDS if word in message]
+
+
+# Records that cannot be read ----------------------------------------------------------------
+
+REGISTRY = "broker:{broker:registry}"
+BAD_LISTENERS = {
+    "b0000000-0000-4000-8000-000000000001": b"not json",
+    "b0000000-0000-4000-8000-000000000002": b'{"uuid": "b0000000-0000-4000-8000-000000000002"}',
+    "b0000000-0000-4000-8000-000000000003": b"\xff\xfe{}",
+    "b0000000-0000-4000-8000-000000000004": json.dumps(
+        {"uuid": "b0000000-0000-4000-8000-000000000004", "owner": 5, "namespace": "mo",
+         "routing_key": "person", "user_key": "old"}
+    ).encode(),
+}  # fmt: skip
+BAD_NAMESPACES = {"old-layout": b'["old-layout", "owner"]', "not-utf8": b"\xc3\x28"}
+EVERYTHING = """{
+  event_listeners { objects { uuid user_key routing_key events { subject } } }
+  event_namespaces { objects { name owner listeners { uuid } } }
+  events { objects { subject } }
+  me { actor { event_namespaces { name } event_listeners { user_key } } }
+}"""
+ADMIN_DELETES = (
+    "mutation($u: UUID!) { event_listener_delete(input: {uuid: $u, delete_pending_events: true}) }"
+)
+
+
+async def _plant_unreadable_records(redis: Redis, listener: str) -> None:
+    """What an older version (or damage) could leave behind, written straight into Redis."""
+    await redis.hset(f"{REGISTRY}:listeners", mapping=BAD_LISTENERS)  # type: ignore[arg-type]
+    await redis.hset(f"{REGISTRY}:namespaces", mapping=BAD_NAMESPACES)  # type: ignore[arg-type]
+    # Indexed as their records once were, so that listings come across them.
+    await redis.zadd(f"{REGISTRY}:ix:listeners", dict.fromkeys(BAD_LISTENERS, 0))
+    await redis.zadd(f"{REGISTRY}:ix:namespaces", dict.fromkeys(BAD_NAMESPACES, 0))
+    # A pending event of a good listener in another record layout, and bad listener state.
+    tag = f"broker:{{broker:l:{listener}}}"
+    await redis.hset(f"{tag}:events", "old", "x|y")
+    await redis.zadd(f"{tag}:index", {"0000000000001:old": 0, "no-colon": 0})
+    await redis.hset(f"broker:{{broker:l:{next(iter(BAD_LISTENERS))}}}:meta", "silenced", "many")
+
+
+async def test_unreadable_records_are_skipped_counted_and_logged_once(
+    api: Api, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = await declare(api, "person", "good")
+    await send(api, "person", "pending")
+    await settle(api)
+    await _plant_unreadable_records(redis, listener)
+
+    for _ in range(2):
+        listed = await api.data(EVERYTHING)
+        scraped = await api.http.get("/metrics")
+    assert [item["user_key"] for item in listed["event_listeners"]["objects"]] == ["good"]
+    assert listed["event_listeners"]["objects"][0]["events"] == [{"subject": "pending"}]
+    assert sorted(item["name"] for item in listed["event_namespaces"]["objects"]) == ["mo"]
+    assert listed["events"] == {"objects": [{"subject": "pending"}]}
+    assert listed["me"]["actor"]["event_listeners"] == [{"user_key": "good"}]
+    assert scraped.status_code == 200
+    gauges = [
+        sample.labels
+        for family in text_string_to_metric_families(scraped.text)
+        if family.name == "os2mo_events"
+        for sample in family.samples
+    ]
+    assert {labels["user_key"] for labels in gauges} == {"good"}
+    for kind in ("listener", "namespace", "event"):
+        assert f'broker_unreadable_records_total{{kind="{kind}"}}' in scraped.text
+    for document, variables in [
+        (clients.SILENCE, {"input": {"listeners": {"user_keys": ["good"]}, "subjects": ["s"]}}),
+        (clients.UNSILENCE, {"input": {"listeners": {"routing_keys": ["person"]}}}),
+        (clients.RERUN, {"input": {"listeners": {"namespaces": {"names": ["mo"]}}}}),
+    ]:
+        assert "errors" not in await api.post(document, variables)
+
+    warnings = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    keys = [r.getMessage().split(" at ", 1)[1].split(" (")[0] for r in warnings]
+    assert len(keys) == len(set(keys)), "each unreadable record is logged once"
+    assert f"{REGISTRY}:listeners[b0000000-0000-4000-8000-000000000003]" in keys
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in warnings)
+
+
+async def test_an_admin_deletes_unreadable_listeners_and_namespaces(api: Api, redis: Redis) -> None:
+    listener = await declare(api, "person", "good")
+    await _plant_unreadable_records(redis, listener)
+    other = {"Authorization": "Bearer " + unsigned(
+        {"alg": "none"}, {"uuid": OWNER, "realm_access": {"roles": sorted(ROLES)}}
+    )}  # fmt: skip
+    for uuid_ in BAD_LISTENERS:
+        assert await api.error(ADMIN_DELETES, {"u": uuid_}, headers=other) == (
+            "No policy approved the access"
+        )
+        assert await api.data(ADMIN_DELETES, {"u": uuid_}) == {"event_listener_delete": True}
+    for name in BAD_NAMESPACES:
+        assert await api.error(DELETE_NAMESPACE, {"name": name}, headers=other) == (
+            "You are not the owner of that namespace."
+        )
+        assert await api.data(DELETE_NAMESPACE, {"name": name}) == {"event_namespace_delete": True}
+    assert await redis.hkeys(f"{REGISTRY}:listeners") == [listener]
+    assert sorted(await redis.hkeys(f"{REGISTRY}:namespaces")) == ["mo"]
+    first = next(iter(BAD_LISTENERS))
+    assert not await redis.exists(f"broker:{{broker:l:{first}}}:meta")
+    # And an unreadable record in the way of a declare is named, not a crash.
+    await redis.hset(f"{REGISTRY}:namespaces", "in-the-way", "{}")
+    assert await api.error(clients.DECLARE_NAMESPACE, {"input": {"name": "in-the-way"}}) == (
+        "The stored record of this namespace cannot be read; an admin can delete it."
+    )
+
+
+async def test_a_broker_starts_and_lists_beside_a_namespace_named_in_no_utf_8(
+    make_api: MakeApi, redis: Redis
+) -> None:
+    await redis.hset(f"{REGISTRY}:namespaces", b"\xff\xfe", b"{}")  # type: ignore[arg-type]
+    api = await make_api()  # start-up folds every stored name
+    listed = await api.data(NAMESPACES)
+    assert listed == {"event_namespaces": {"objects": [{"name": "mo"}]}}

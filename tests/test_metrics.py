@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker import gauges
 from broker.settings import DEV_OWNER
 from tests import clients
 from tests.conftest import Api, MakeApi
@@ -114,3 +115,31 @@ async def test_operations_guide_documents_every_metric(api: Api) -> None:
     }
     documented = set(re.findall(r"^\| `((?:os2mo|broker)_[a-z_]+)` \|", OPERATIONS, re.M))
     assert exposed == documented
+
+
+async def test_listener_labels_with_quotes_and_backslashes_parse_back_exactly(
+    api: Api,
+) -> None:
+    awkward = 'a "quoted" \\ back\\slash'
+    await clients.declare(api, "person", awkward)
+    await clients.send(api, "person", "s")
+    await clients.settle(api)
+
+    _, samples = await scrape(api)
+
+    assert samples["os2mo_events", listener_labels(awkward, "person", silenced="false")] == 1
+
+
+async def test_a_scrape_reads_the_listeners_page_by_page_and_misses_none(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gauges, "SNAPSHOT_PAGE", 2)
+    for n in range(5):
+        await clients.declare(api, "person", f"l{n}")
+    await clients.send(api, "person", "s")
+    await clients.settle(api)
+
+    _, samples = await scrape(api)
+
+    for n in range(5):
+        assert samples["os2mo_events", listener_labels(f"l{n}", "person", silenced="false")] == 1

@@ -184,3 +184,10 @@ async def test_an_urgent_event_whose_back_off_ended_comes_before_many_less_urgen
         await redis.zadd(retry, due)
 
         assert (await drain(system, listener))[0] == ("urgent", 1)
+
+
+def test_the_stats_keys_are_the_listeners_own() -> None:
+    keys = Keys("broker", 16)
+    listener = uuid4()
+    full = keys.listener(listener)
+    assert keys.listener_stats(listener) == [full.meta, full.events, full.index]

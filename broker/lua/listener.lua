@@ -105,7 +105,11 @@ end
 local function load(subject)
   local packed = redis.call('HGET', EVENTS, subject)
   if not packed then return nil end
-  return unpack_record(packed)
+  local r = unpack_record(packed)
+  -- A record in another layout (an older version's, or damaged) counts as no event:
+  -- nothing reads it, and a new send of its subject writes a good one over it.
+  if not (r.priority and r.silenced and r.deliveries and tonumber(r.created)) then return nil end
+  return r
 end
 
 local function save(subject, r)

@@ -1,0 +1,168 @@
+"""No request takes the pool: nested per-listener fields are capped and budgeted per request.
+
+`Listener.events` under `event_listeners` runs one Redis read per listener. A request
+runs at most `NESTED_CONCURRENCY` of them at once and at most
+BROKER_MAX_NESTED_PER_REQUEST in all; past that it answers an error naming the root
+field and the filters to narrow it with, and stops reading Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from broker import api as api_module
+from broker.embedded import EmbeddedRedis
+from tests import clients
+from tests.conftest import Api, MakeApi
+from tests.processes import Process, broker_env
+
+NESTED = """
+query Heavy { event_listeners { objects { uuid events { subject } } } }
+"""
+LIMITED = """
+query Bounded { event_listeners(limit: 5) { objects { uuid events { subject } } } }
+"""
+
+
+async def declare_many(api: Api, count: int) -> list[str]:
+    return [await clients.declare(api, "person", f"l{n}") for n in range(count)]
+
+
+async def test_a_nested_query_over_more_listeners_than_the_budget_is_refused_by_name(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(max_nested_per_request=5)
+    await declare_many(api, 6)
+    broker = api.app.state.broker_state["broker"]
+    calls = 0
+    real = broker.listener_events
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(*args, **kwargs)
+
+    broker.listener_events = counted
+
+    body = await api.post(NESTED)
+
+    messages = {error["message"] for error in body["errors"]}
+    assert len(messages) == 1
+    message = messages.pop()
+    assert "`event_listeners` selects `Listener.events` for more than 5 objects" in message
+    assert "filter" in message and "limit" in message
+    assert calls <= 5
+    assert (await api.data(LIMITED))["event_listeners"]["objects"]
+
+
+async def test_nested_fields_of_one_request_run_a_few_at_a_time(make_api: MakeApi) -> None:
+    api = await make_api()
+    await declare_many(api, 3 * api_module.NESTED_CONCURRENCY)
+    broker = api.app.state.broker_state["broker"]
+    running = most = 0
+    real = broker.listener_events
+
+    async def tracked(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.01)
+            return await real(*args, **kwargs)
+        finally:
+            running -= 1
+
+    broker.listener_events = tracked
+
+    data = await api.data(NESTED)
+
+    assert len(data["event_listeners"]["objects"]) == 3 * api_module.NESTED_CONCURRENCY
+    assert most == api_module.NESTED_CONCURRENCY
+
+
+@pytest.mark.real_redis
+@pytest.mark.slow
+async def test_fetch_and_ack_keep_working_while_another_caller_runs_heavy_nested_queries(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        env = broker_env(
+            BROKER_REDIS_URL=server.url,
+            BROKER_REDIS_MAX_CONNECTIONS="32",
+            BROKER_MAX_NESTED_PER_REQUEST="100",
+            BROKER_LOG_LEVEL="WARNING",
+        )
+        broker = Process(env, tmp_path / "broker.log")
+        processes.append(broker)
+        async with httpx.AsyncClient(base_url=broker.url, timeout=60) as http:
+
+            async def gql(query: str, variables: dict[str, Any] | None = None) -> Any:
+                response = await http.post(
+                    "/graphql/v25", json={"query": query, "variables": variables or {}}
+                )
+                return response.json()
+
+            async def declare(user_key: str, routing_key: str) -> str:
+                variables = {
+                    "input": {"namespace": "mo", "user_key": user_key, "routing_key": routing_key}
+                }
+                body = await gql(clients.DECLARE_LISTENER, variables)
+                return str(body["data"]["event_listener_declare"]["uuid"])
+
+            gate = asyncio.Semaphore(16)
+
+            async def crowd(n: int) -> None:
+                async with gate:
+                    await declare(f"crowd-{n}", "crowd")
+
+            await asyncio.gather(*(crowd(n) for n in range(150)))
+            worker = await declare("worker", "work")
+            cycles = 20
+            for n in range(cycles):
+                variables = {
+                    "input": {"namespace": "mo", "routing_key": "work", "subject": f"s{n}"}
+                }
+                assert (await gql(clients.SEND, variables))["data"]["event_send"]
+
+            heavy_answers: list[Any] = []
+            stop = asyncio.Event()
+
+            async def heavy() -> None:
+                while not stop.is_set():
+                    heavy_answers.append(await gql(NESTED))
+
+            async def fetch_and_ack() -> list[str]:
+                done: list[str] = []
+                for _ in range(cycles * 50):  # bounded: the fan-out may lag a little
+                    if len(done) == cycles:
+                        break
+                    event = (await gql(clients.FETCH, {"listener": worker}))["data"]["event_fetch"]
+                    if event is None:
+                        await asyncio.sleep(0.05)
+                        continue
+                    acked = await gql(clients.ACK, {"token": event["token"]})
+                    assert acked["data"]["event_acknowledge"] is True
+                    done.append(event["subject"])
+                return done
+
+            async with asyncio.timeout(240):  # a sanity bound, not a latency assertion
+                hammers = [asyncio.create_task(heavy()) for _ in range(4)]
+                try:
+                    handled = await fetch_and_ack()
+                finally:
+                    stop.set()
+                    await asyncio.gather(*hammers)
+
+    assert sorted(handled) == sorted(f"s{n}" for n in range(cycles))
+    assert heavy_answers
+    for answer in heavy_answers:
+        assert answer["data"] is None
+        assert (
+            "`event_listeners` selects `Listener.events` for more than 100"
+            in (answer["errors"][0]["message"])
+        )
