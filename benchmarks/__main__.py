@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import profile
+from benchmarks import document_cost, profile
 from benchmarks.client import NS_DOC
 from benchmarks.config import FULL, QUICK, Config, Context
 from benchmarks.environment import NAMESPACE, Env
@@ -54,6 +54,7 @@ PHASES: list[ModuleType] = [
     profile,
     earn_it,
     logging_cost,
+    document_cost,
     workers,  # last: it restarts the broker with other process counts
 ]
 

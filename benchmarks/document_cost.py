@@ -1,6 +1,7 @@
 """What hostile GraphQL documents cost a real broker process (issue 10, point 3).
 
     python -m benchmarks.document_cost [--seconds 10]
+    python -m benchmarks --only document_cost     # the same, as a phase (5 s with --quick)
 
 Starts its own Valkey and `python -m broker serve` (default settings, so the default
 document limits), then, in one run:
@@ -27,12 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from graphql import get_introspection_query
 
+from benchmarks.config import Context
+from benchmarks.report import Row
 from broker.embedded import EmbeddedRedis, free_port
+
+NAME = "hostile GraphQL documents: /health/live latency, CPU per document"
 
 CLIENTS = 4
 LOG_LEVEL = os.environ.get("DOCUMENT_COST_LOG_LEVEL", "WARNING")
@@ -229,15 +233,14 @@ async def cpu_per_document(broker: Broker, document: str, count: int) -> tuple[f
     return used * 1000 / count, f"{status} {errors[0]['message'][:70]}"
 
 
-def show(
-    name: str, value: float, baseline: float, target: Callable[[float, float], bool], unit: str
-) -> None:
-    verdict = "meets target" if target(value, baseline) else "MISSES target"
-    print(f"  {name:44s} {value:9.2f} {unit}   baseline {baseline:8.2f} {unit}   {verdict}")
+def within(value: float, baseline: float) -> bool:
+    return value <= 2 * baseline + 5
 
 
-async def main(seconds: float) -> None:
+async def measure(seconds: float) -> list[Row]:
+    """Every figure of this module, against its same-run baseline, printed as it comes."""
     documents = worst_documents()
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="document-cost-") as workdir:
         broker = Broker(Path(workdir))
         try:
@@ -251,7 +254,18 @@ async def main(seconds: float) -> None:
                 cost, answer = await cpu_per_document(broker, document, 40)
                 refused = "accepted" not in name
                 target = " (target <= 10 ms)" if refused else ""
-                print(f"  {name:44s} {cost:9.2f} ms  -> {answer}{target}")
+                print(f"  {name:44s} {cost:9.2f} ms  -> {answer}{target}", flush=True)
+                rows.append(
+                    Row(
+                        f"broker CPU per fresh document: {name}",
+                        cost,
+                        "ms",
+                        control,
+                        "a small valid query",
+                        "<= 10 ms" if refused else "",
+                        (cost <= 10) if refused else None,
+                    )
+                )
 
             idle = await health_latencies(broker.port, seconds)
             stop = asyncio.Event()
@@ -269,48 +283,42 @@ async def main(seconds: float) -> None:
             loaded_refused = await health_latencies(broker.port, seconds)
             stop_refused.set()
             sent_refused = await load
-
-            def within(value: float, baseline: float) -> bool:
-                return value <= 2 * baseline + 5
-
-            print(f"\n/health/live (ms; {len(idle)} idle probes):")
-            show(
-                "p50 under all worst documents",
-                percentile(loaded, 0.5),
-                percentile(idle, 0.5),
-                within,
-                "ms",
-            )
-            show(
-                "p99 under all worst documents",
-                percentile(loaded, 0.99),
-                percentile(idle, 0.99),
-                within,
-                "ms",
-            )
-            show(
-                "p50 under the refused ones only",
-                percentile(loaded_refused, 0.5),
-                percentile(idle, 0.5),
-                within,
-                "ms",
-            )
-            show(
-                "p99 under the refused ones only",
-                percentile(loaded_refused, 0.99),
-                percentile(idle, 0.99),
-                within,
-                "ms",
-            )
-            print(
-                f"  hostile requests: {sent / seconds:.0f}/s (all), {sent_refused / seconds:.0f}/s "
-                f"(refused only); broker CPU busy {busy:.0%} under all"
-            )
         finally:
             broker.stop()
+
+    print(f"\n/health/live (ms; {len(idle)} idle probes):")
+    for q in (0.5, 0.99):
+        for load_name, latencies in (
+            ("all worst documents", loaded),
+            ("the refused ones only", loaded_refused),
+        ):
+            value, baseline = percentile(latencies, q), percentile(idle, q)
+            row = Row(
+                f"/health/live p{q * 100:.0f} under {CLIENTS} clients sending {load_name}",
+                value,
+                "ms",
+                baseline,
+                "idle",
+                "<= 2x + 5 ms",
+                within(value, baseline),
+            )
+            verdict = "meets target" if row.met else "MISSES target"
+            print(f"  {row.figure:64s} {value:8.2f} ms  idle {baseline:8.2f} ms  {verdict}")
+            rows.append(row)
+    print(
+        f"  hostile requests: {sent / seconds:.0f}/s (all), {sent_refused / seconds:.0f}/s "
+        f"(refused only); broker CPU busy {busy:.0%} under all"
+    )
+    return rows
+
+
+async def run(ctx: Context) -> None:
+    """The phase of `python -m benchmarks`: its own Valkey and broker, default settings."""
+    for row in await measure(5.0 if ctx.cfg.quick else 10.0):
+        ctx.report.add(row)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    asyncio.run(main(parser.parse_args().seconds))
+    asyncio.run(measure(parser.parse_args().seconds))

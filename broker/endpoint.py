@@ -59,6 +59,8 @@ class GraphQLEndpoint:
         self.context = context
         self.error_formatter = error_formatter
         self.max_bytes = settings.max_body_bytes
+        self.rules = [*validation_rules(settings), inputs.StringLiterals]
+        self.introspection = settings.introspection
         self.fast_requests = 0  # answered without Ariadne's app (read by tests)
         self.ariadne = GraphQL(
             schema,
@@ -70,7 +72,7 @@ class GraphQLEndpoint:
             http_handler=JSONOnlyHTTPHandler(),
             query_parser=self.documents.parse,
             query_validator=self.documents.validate,
-            validation_rules=[*validation_rules(settings), inputs.StringLiterals],
+            validation_rules=self.rules,
         )
         # GET: the explorer page (or Ariadne's refusal), under the explorer's CSP.
         self.explorer_page = explorer.WithSecurityHeaders(self.ariadne)
@@ -136,6 +138,12 @@ class GraphQLEndpoint:
             return None
         if not (operation_name is None or isinstance(operation_name, str)):
             return None
+        if not self.documents.known(query):
+            # Parse and validate off the event loop (see broker/documents.py). A first sight
+            # goes to Ariadne, handed that outcome; from the second on, the text is cached.
+            await self.documents.first_sight(self.schema, query, self.rules, self.introspection)
+            if not self.documents.known(query):
+                return None
         prepared = self.documents.prepared(query)
         if prepared is None:
             return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from starlette.applications import Starlette
 
 from broker import logs
@@ -13,4 +15,11 @@ def app() -> Starlette:
     # Runs in every worker process, which logs nothing until configured.
     settings = load_settings()
     logs.configure(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    # What exists now (modules, the schemas, the app) lives as long as the process: kept
+    # out of the garbage collector's walks, full collections (which hold the GIL, and so
+    # stall the event loop) walk less. First sights of hostile documents make plenty of
+    # cyclic garbage (graphql-core's token lists), so under such load they do come.
+    gc.collect()
+    gc.freeze()
+    return app

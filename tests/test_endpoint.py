@@ -7,6 +7,7 @@ below is sent twice and both answers must be the same, byte for byte.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import httpx
@@ -243,3 +244,38 @@ async def test_a_malformed_uuid_gets_the_fixed_message(api: Api, listener: Any) 
     message = await api.error(clients.FETCH, {"listener": listener})
     # graphql-core words where; the reason is ours (not Python's "badly formed hexadecimal…").
     assert "error 'Could not parse UUID'" in message, message
+
+
+async def test_a_first_sight_is_parsed_off_the_event_loop(api: Api) -> None:
+    endpoint = endpoint_of(api)
+    threads = []
+    parse = endpoint.documents._parse
+
+    def recording(context: Any, data: dict[str, Any]) -> Any:
+        threads.append(threading.current_thread())
+        return parse(context, data)
+
+    endpoint.documents._parse = recording
+    query = "{ __typename } # never seen"
+    for _ in range(3):  # the first sight, the second (kept from then on), a cache hit
+        response = await api.http.post("/graphql/v25", json={"query": query})
+        assert response.json() == {"data": {"__typename": "Query"}}
+    assert len(threads) == 2
+    assert threading.current_thread() not in threads
+
+
+async def test_a_document_is_kept_from_its_second_sight_on(api: Api) -> None:
+    endpoint = endpoint_of(api)
+    query = "{ __typename } # seen once"
+    await api.http.post("/graphql/v25", json={"query": query})
+    assert not endpoint.documents.known(query)
+    await api.http.post("/graphql/v25", json={"query": query})
+    assert endpoint.documents.known(query)
+
+
+@pytest.mark.parametrize("query", ["{ __typename", "{ nope }", "{ " + "a " * 600 + "}"])
+async def test_a_refused_document_answers_the_same_on_every_sight(api: Api, query: str) -> None:
+    answers = [await api.http.post("/graphql/v25", json={"query": query}) for _ in range(3)]
+    assert {answer.status_code for answer in answers} == {400}
+    assert answers[0].text == answers[1].text == answers[2].text
+    assert "errors" in answers[0].json()
