@@ -80,6 +80,7 @@ class DocumentCache:
         self._validated: dict[int, _Validated] = {}  # by id(document)
         self._seen_once: OrderedDict[int, None] = OrderedDict()  # hash(text); ints: no GC cost
         self._handed: OrderedDict[str, _Validated | GraphQLError] = OrderedDict()
+        self._compiling: dict[str, asyncio.Future[_Validated | GraphQLError]] = {}
         self._checked: _Validated | None = None  # from `parse` to `validate`, no await between
 
     def known(self, text: str) -> bool:
@@ -98,10 +99,16 @@ class DocumentCache:
         `rules` and `introspection` are what the endpoint hands Ariadne, so that Ariadne's
         own parse and validate of the same text then find this outcome in the cache.
         """
-        loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(
-            _COMPILER, self._compile, schema, text, rules, introspection
-        )
+        # Concurrent first sights of one text (a client's burst) share one compilation.
+        compiling = self._compiling.get(text)
+        if compiling is None:
+            loop = asyncio.get_running_loop()
+            compiling = loop.run_in_executor(
+                _COMPILER, self._compile, schema, text, rules, introspection
+            )
+            self._compiling[text] = compiling
+            compiling.add_done_callback(lambda _: self._compiling.pop(text, None))
+        outcome = await asyncio.shield(compiling)  # one caller going away cancels nothing
         if self.known(text):  # another request stored it meanwhile
             return
         key = hash(text)
