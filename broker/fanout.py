@@ -51,6 +51,10 @@ class FanOut:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._idle: set[asyncio.Task[None]] = set()  # blocked reading, holding no work
+        # A shard's batch that failed part-way (e.g. not replicated in time): this worker
+        # does it again after its back-off, instead of leaving it for the take-over, which
+        # waits `fanout_claim_idle_seconds`.
+        self._unfinished: dict[int, Sequence[IngestEntry]] = {}
 
     def start(self) -> None:
         for shard in range(self.store.keys.shards):
@@ -104,6 +108,9 @@ class FanOut:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _read(self, shard: int) -> None:
+        if unfinished := self._unfinished.pop(shard, None):
+            await self._process_or_keep(shard, unfinished)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._idle.add(task)
@@ -114,7 +121,14 @@ class FanOut:
         finally:
             self._idle.discard(task)
         if entries:
+            await self._process_or_keep(shard, entries)
+
+    async def _process_or_keep(self, shard: int, entries: Sequence[IngestEntry]) -> None:
+        try:
             await self.process(shard, entries)
+        except BaseException:
+            self._unfinished[shard] = entries
+            raise
 
     async def _claim(self, shard: int) -> None:
         await self._sleep(self.settings.fanout_claim_idle_seconds / 2)
