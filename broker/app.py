@@ -41,6 +41,7 @@ from broker.store import RedisClient, Store
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 1.0
+SETUP_ATTEMPTS = 15  # start-up writes tried once a second while replicas catch up
 # Below Prometheus' default scrape timeout (10 s): a slow Redis still gives counters.
 METRICS_TIMEOUT_SECONDS = 8.0
 
@@ -143,7 +144,16 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         except ServerRefused as error:
             log.error("refusing to start: %s", error)
             raise
-        await broker.setup()
+        # Fresh replicas may still be syncing: their first WAIT can time out.
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                await broker.setup()
+                break
+            except errors.NotReplicated:
+                if attempt == SETUP_ATTEMPTS - 1:
+                    raise
+                log.warning("start-up writes not yet replicated; trying again in 1 s")
+                await asyncio.sleep(1)
         notifier.start()
         fanout.start()
         watching = asyncio.create_task(server.watch())
