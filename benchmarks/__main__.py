@@ -6,7 +6,7 @@
     python -m benchmarks --write          # also update the tracked benchmarks/RESULTS*.md
 
 Everything runs on loopback: a private Valkey/Redis server on a free port (via
-`broker.embedded.EmbeddedRedis`, no persistence) and `python -m broker serve` on another
+`broker.storage.embedded.EmbeddedRedis`, no persistence) and `python -m broker serve` on another
 free port, both torn down at the end. Every phase is bounded in requests and in time, and
 a watchdog ends the whole run if it overshoots. See benchmarks/README.md.
 """

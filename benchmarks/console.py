@@ -30,11 +30,11 @@ import httpx
 from redis.asyncio import Redis
 
 from broker.app import create_app
-from broker.embedded import EmbeddedRedis
-from broker.keys import Keys
 from broker.models import EventSelection, Listener
 from broker.settings import Settings
-from broker.store import IngestEntry, Store, _lua
+from broker.storage.embedded import EmbeddedRedis
+from broker.storage.keys import Keys
+from broker.storage.store import IngestEntry, Store, _lua
 
 RATE_CALLS = {
     "acknowledge": "count_rate('a', 1, tonumber(ARGV[4]))\n",

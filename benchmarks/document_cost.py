@@ -34,7 +34,7 @@ from graphql import get_introspection_query
 
 from benchmarks.config import Context
 from benchmarks.report import Row
-from broker.embedded import EmbeddedRedis, free_port
+from broker.storage.embedded import EmbeddedRedis, free_port
 
 NAME = "hostile GraphQL documents: /health/live latency, CPU per document"
 

@@ -17,9 +17,9 @@ from redis.asyncio import Redis
 
 from benchmarks.accounting import process_tree
 from benchmarks.client import LISTENER_DOC, Http, body
-from broker.embedded import EmbeddedRedis, free_port
-from broker.keys import Keys
-from broker.store import IngestEntry, Store
+from broker.storage.embedded import EmbeddedRedis, free_port
+from broker.storage.keys import Keys
+from broker.storage.store import IngestEntry, Store
 
 PREFIX = "broker"  # the broker's default BROKER_KEY_PREFIX
 SHARDS = 16  # the broker's default BROKER_INGEST_SHARDS

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from broker.embedded import EmbeddedRedis, free_port
+from broker.storage.embedded import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Runs in FastRAMQPI's own environment (pydantic 1), beside the example integration.

@@ -30,7 +30,7 @@ BUCKETS = [
     ("uvicorn / httptools", ("uvicorn/", "httptools")),
     ("redis-py (redis/)", ("redis/",)),
     ("JSON encode/decode (json/)", ("json/",)),
-    # py-spy shortens file names to the package part: "guarded (broker/api.py:12)"
+    # py-spy shortens file names to the package part: "guarded (broker/http/api.py:12)"
     ("broker code (broker/)", ("(broker/", "/broker/")),
     ("asyncio (event loop, tasks)", ("asyncio/",)),
 ]
@@ -125,8 +125,8 @@ def graphql_document_costs(rep: Report) -> str:
     from ariadne import make_executable_schema
     from graphql import parse, validate
 
-    from broker import api
-    from broker.schema import schema_text
+    from broker.http import api
+    from broker.http.schema import schema_text
 
     schema = make_executable_schema(schema_text(), *api.BINDABLES)
     lines = [

@@ -34,10 +34,10 @@ import httpx
 from redis.asyncio import Redis
 
 from broker import auth
-from broker.embedded import EmbeddedRedis, free_port
-from broker.keys import Keys
 from broker.models import Listener
-from broker.store import Store
+from broker.storage.embedded import EmbeddedRedis, free_port
+from broker.storage.keys import Keys
+from broker.storage.store import Store
 
 OWN = 10
 # Every role but read_event_all and admin: an integration's own view.

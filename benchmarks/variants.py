@@ -15,8 +15,8 @@ from broker import cli
 
 
 def no_plans() -> None:
-    """Documents keep their cache, but no document gets a compiled plan (broker/plans.py)."""
-    from broker import documents
+    """Documents keep their cache, but no document gets a compiled plan (broker/http/plans.py)."""
+    from broker.http import documents
 
     def never(*args: Any) -> None:
         return None

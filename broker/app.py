@@ -20,23 +20,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from broker import api, auth, devtokens, errors, explorer
-from broker.connection import connect
+from broker import auth, devtokens, errors, explorer
 from broker.console.routes import console_app
-from broker.endpoint import GraphQLEndpoint
 from broker.fanout import FanOut
-from broker.gauges import read_snapshot
-from broker.keys import Keys
+from broker.http import api
+from broker.http.endpoint import GraphQLEndpoint
+from broker.http.schema import schema_text, seed_variant
 from broker.logs import RequestLog
 from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.operations import Broker
-from broker.replication import Replication
-from broker.schema import schema_text, seed_variant
-from broker.server import ServerRefused, ServerWatch
 from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
-from broker.store import RedisClient, Store
+from broker.storage.connection import connect
+from broker.storage.gauges import read_snapshot
+from broker.storage.keys import Keys
+from broker.storage.replication import Replication
+from broker.storage.server import ServerRefused, ServerWatch
+from broker.storage.store import RedisClient, Store
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             if redis is None:
                 await client.aclose()
 
-    # GET shows the explorer (when enabled); POST runs GraphQL (see broker/endpoint.py).
+    # GET shows the explorer (when enabled); POST runs GraphQL (see broker/http/endpoint.py).
     routes: list[BaseRoute] = [
         Route("/graphql", graphql(seed), methods=["GET", "POST"]),
         Route("/graphql/v{version:int}", graphql(released), methods=["GET", "POST"]),

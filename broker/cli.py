@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from broker import logs
 from broker.auth import check_bind_address
-from broker.embedded import EmbeddedRedis
 from broker.settings import AuthMode, Settings
+from broker.storage.embedded import EmbeddedRedis
 
 log = logging.getLogger("broker")
 

@@ -24,7 +24,7 @@ from broker.errors import NotReplicated
 from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.settings import Settings
-from broker.store import IngestEntry, Store, stream_id_order
+from broker.storage.store import IngestEntry, Store, stream_id_order
 
 log = logging.getLogger(__name__)
 

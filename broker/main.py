@@ -23,7 +23,7 @@ def app() -> Starlette:
     # cyclic garbage (graphql-core's token lists), so under such load they do come.
     gc.collect()
     gc.freeze()
-    # First sights run on a worker thread (broker/documents.py); the event loop waits at
+    # First sights run on a worker thread (broker/http/documents.py); the event loop waits at
     # most one switch interval for the GIL each time it wakes. 1 ms instead of 5 halved
     # /health/live's latency under hostile documents (benchmarks/document_cost.py); with
     # the worker idle, as in normal operation, nothing contends and it costs nothing.

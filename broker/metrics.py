@@ -1,7 +1,7 @@
 """Prometheus metrics: OS2mo's event series plus the broker's own.
 
 Counters and histograms count what this process did. The pending-event gauges and
-the fan-out lag are read from Redis when `/metrics` is scraped (broker/gauges.py), so
+the fan-out lag are read from Redis when `/metrics` is scraped (broker/storage/gauges.py), so
 every replica reports the same, whole-system values for them. Label values never
 contain event subjects.
 """
@@ -19,8 +19,8 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from broker.errors import BrokerError
-from broker.gauges import Snapshot
 from broker.models import Listener
+from broker.storage.gauges import Snapshot
 
 LISTENER_LABELS = ("owner", "user_key", "ns", "routing_key")
 # Long polls make fetch latencies reach BROKER_FETCH_MAX_WAIT_SECONDS.

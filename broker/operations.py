@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from broker import cursors, errors, gauges, inputs
-from broker.gauges import IngestLag, ListenerStats
+from broker import cursors, errors, inputs
 from broker.inputs import MAX_NAME_LENGTH
 from broker.metrics import Metrics, listener_labels
 from broker.models import (
@@ -32,7 +31,9 @@ from broker.models import (
 )
 from broker.notify import Notifier
 from broker.settings import Settings
-from broker.store import (
+from broker.storage import gauges
+from broker.storage.gauges import IngestLag, ListenerStats
+from broker.storage.store import (
     Fetched,
     ListenerRates,
     NamespaceGone,

@@ -24,8 +24,8 @@ import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Route, sync_playwright
 
 from broker.app import create_app
-from broker.embedded import EmbeddedRedis
 from broker.settings import Settings
+from broker.storage.embedded import EmbeddedRedis
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from broker.app import create_app
-from broker.embedded import EmbeddedRedis
 from broker.settings import Settings
+from broker.storage.embedded import EmbeddedRedis
 
 # Browser fixtures (and the hook that lets a failing test keep a screenshot).
 from tests.browser import (  # noqa: F401

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from broker.embedded import free_port
+from broker.storage.embedded import free_port
 from tests.clients import DECLARE_LISTENER
 
 

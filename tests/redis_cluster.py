@@ -12,7 +12,7 @@ from pathlib import Path
 from redis import Redis
 from redis.crc import key_slot
 
-from broker.embedded import EmbeddedRedis, free_port
+from broker.storage.embedded import EmbeddedRedis, free_port
 
 SLOTS = 16384
 # With replicas: a master silent this long is failed over (the default is 15 s).

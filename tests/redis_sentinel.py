@@ -9,7 +9,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from broker.embedded import EmbeddedRedis, free_port
+from broker.storage.embedded import EmbeddedRedis, free_port
 
 MASTER_NAME = "mymaster"
 # Fast failover for tests: the master counts as down after 1 s without answers.

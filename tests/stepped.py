@@ -14,10 +14,10 @@ from typing import Any
 
 from broker.app import create_app
 from broker.fanout import FanOut
-from broker.keys import ListenerKeys
 from broker.operations import Broker
 from broker.settings import Settings
-from broker.store import Store
+from broker.storage.keys import ListenerKeys
+from broker.storage.store import Store
 
 LANE_GROUP = "g"  # listener.lua's consumer group on every lane
 

@@ -28,7 +28,6 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from broker import auth
-from broker.api import BINDABLES, FIELD_ROLES, Context
 from broker.auth import (
     ROLES,
     DevAuthenticator,
@@ -40,8 +39,9 @@ from broker.auth import (
     may_emit_into_mo,
 )
 from broker.errors import NotAuthenticated, PermissionDenied
+from broker.http.api import BINDABLES, FIELD_ROLES, Context
+from broker.http.schema import schema_text
 from broker.models import Caller
-from broker.schema import schema_text
 from broker.settings import DEV_OWNER, AuthMode, Settings
 from tests.jwks_server import DISCOVERY_PATH, JWKS_PATH, IdentityProvider, b64url, sign, unsigned
 

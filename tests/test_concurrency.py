@@ -19,9 +19,9 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.app import create_app
-from broker.embedded import EmbeddedRedis
-from broker.keys import Keys
 from broker.settings import Settings
+from broker.storage.embedded import EmbeddedRedis
+from broker.storage.keys import Keys
 from tests import clients
 from tests.processes import Process, broker_env
 

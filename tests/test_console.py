@@ -14,11 +14,11 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.console.routes import CONTENT_SECURITY_POLICY
-from broker.embedded import free_port
-from broker.keys import Keys
 from broker.models import Listener
 from broker.settings import Settings
-from broker.store import IngestEntry, Store
+from broker.storage.embedded import free_port
+from broker.storage.keys import Keys
+from broker.storage.store import IngestEntry, Store
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import unsigned
 from tests.oidc_provider import SignInProvider

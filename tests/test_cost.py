@@ -15,9 +15,9 @@ from uuid import UUID, uuid4
 import pytest
 from redis.asyncio import Redis
 
-from broker.embedded import EmbeddedRedis
 from broker.models import Caller, ListenerFilter
-from broker.store import RETRY_PUMP_BATCH
+from broker.storage.embedded import EmbeddedRedis
+from broker.storage.store import RETRY_PUMP_BATCH
 from broker.tokens import EventToken
 from tests.stepped import Stepped, check_listener, lane_keys, stepped_broker
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from broker.devtokens import owner_of
-from broker.embedded import EmbeddedRedis
+from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.fastramqpi_env import ROOT, fastramqpi_python
 from tests.processes import Process, broker_env

@@ -13,7 +13,7 @@ from joserfc.jwk import ECKey
 from playwright.sync_api import Page, expect
 
 from broker import explorer
-from broker.embedded import EmbeddedRedis
+from broker.storage.embedded import EmbeddedRedis
 from tests.browser import Network
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import IdentityProvider, sign

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from redis import Redis as SyncRedis
 
-from broker.embedded import EmbeddedRedis
 from broker.errors import StoreFull
-from broker.keys import Keys
 from broker.settings import Settings
+from broker.storage.embedded import EmbeddedRedis
+from broker.storage.keys import Keys
 from tests import clients
 from tests.history import REPORTS, History, Load, Verdict
 from tests.processes import Process, broker_env

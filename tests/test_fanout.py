@@ -9,9 +9,9 @@ from uuid import UUID, uuid4
 from redis.asyncio import Redis
 
 from broker.fanout import FanOut
-from broker.keys import Keys
 from broker.models import Caller
-from broker.store import FANOUT_GROUP, IngestEntry, Store
+from broker.storage.keys import Keys
+from broker.storage.store import FANOUT_GROUP, IngestEntry, Store
 from broker.tokens import EventToken
 from tests.stepped import Record, Stepped, check_listener, records, stepped_broker
 

@@ -44,10 +44,11 @@ from hypothesis import strategies as st
 from hypothesis_graphql import nodes
 from joserfc.jwk import ECKey
 
-from broker import api, cursors
+from broker import cursors
 from broker.app import create_app
 from broker.auth import ROLES
-from broker.schema import schema_text
+from broker.http import api
+from broker.http.schema import schema_text
 from broker.settings import Settings
 from broker.tokens import EventToken
 from tests import clients

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.gauges import IngestLag, ListenerStats, Snapshot
 from broker.metrics import Metrics
 from broker.models import Listener
+from broker.storage.gauges import IngestLag, ListenerStats, Snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "event-broker"

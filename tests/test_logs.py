@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.embedded import EmbeddedRedis
+from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.processes import Process, broker_env
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker import gauges
 from broker.settings import DEV_OWNER
+from broker.storage import gauges
 from tests import clients
 from tests.conftest import Api, MakeApi
 

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from broker.notify import Notifier
 from broker.operations import LONG_POLL_RECHECK_SECONDS
-from broker.store import IngestEntry
+from broker.storage.store import IngestEntry
 from tests import clients
 from tests.clients import declare, send, settle
 from tests.conftest import BACK_OFF, Api

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.embedded import EmbeddedRedis, free_port
 from broker.errors import StorageUnavailable
+from broker.storage.embedded import EmbeddedRedis, free_port
 from tests import clients
 from tests.processes import Process, broker_env
 

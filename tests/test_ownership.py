@@ -22,9 +22,9 @@ from joserfc.jwk import ECKey
 from redis.asyncio import Redis
 
 from broker import cursors
-from broker.api import BINDABLES, FIELD_ROLES
 from broker.auth import ROLES
-from broker.schema import schema_text
+from broker.http.api import BINDABLES, FIELD_ROLES
+from broker.http.schema import schema_text
 from tests import clients
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import IdentityProvider, b64url, sign, unsigned

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from broker import api as api_module
-from broker.embedded import EmbeddedRedis
+from broker.http import api as api_module
+from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.conftest import Api, MakeApi
 from tests.processes import Process, broker_env

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis
 
-from broker.embedded import EmbeddedRedis
-from broker.keys import Keys
+from broker.storage.embedded import EmbeddedRedis
+from broker.storage.keys import Keys
 from tests import clients
 from tests.processes import Process, broker_env
 

@@ -15,7 +15,7 @@ NAME = "earn it or delete it (plans.py)"
 # (variant without the piece, what the piece is, the gain it must show). The broker's own
 # connection pool was measured here too, against redis-py's BlockingConnectionPool: it
 # gained nothing (benchmarks/RESULTS.md) and is gone.
-PIECES = (("no-plans", "compiled plans (broker/plans.py)", 1.25),)
+PIECES = (("no-plans", "compiled plans (broker/http/plans.py)", 1.25),)
 
 
 async def run(ctx: Context) -> None:

@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from broker import api, auth, errors
+from broker import auth, errors
 from broker.console import signin
+from broker.http import api
 from broker.models import Caller, Listener, ListenerFilter, NamespaceFilter
 from broker.operations import RATE_WINDOW_MINUTES, Broker, ListenerSummary
 
@@ -402,7 +403,7 @@ async def read_form(request: Request) -> FormData:
 
     Parsed with the standard library rather than Starlette's `request.form()`, which needs
     python-multipart: installing that would also switch on multipart parsing in Ariadne's
-    GraphQL handler, a surface the API deliberately does not have (broker/limits.py).
+    GraphQL handler, a surface the API deliberately does not have (broker/http/limits.py).
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip()
     if media_type != "application/x-www-form-urlencoded":

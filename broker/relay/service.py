@@ -23,7 +23,7 @@ from broker.relay.metrics import RelayMetrics
 from broker.relay.settings import RelaySettings, Source
 from broker.relay.sink import MoSink
 from broker.settings import Settings
-from broker.store import RedisClient
+from broker.storage.store import RedisClient
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ import logging
 
 from redis.exceptions import RedisError
 
-from broker.connection import connect
 from broker.errors import BrokerError
-from broker.keys import Keys
 from broker.models import MO_NAMESPACE, Caller
 from broker.notify import Notifier
 from broker.operations import SYSTEM_OWNER, Broker
 from broker.relay.metrics import RelayMetrics
-from broker.replication import Replication
-from broker.server import ServerWatch
 from broker.settings import Settings
-from broker.store import RedisClient, Store
+from broker.storage.connection import connect
+from broker.storage.keys import Keys
+from broker.storage.replication import Replication
+from broker.storage.server import ServerWatch
+from broker.storage.store import RedisClient, Store
 
 log = logging.getLogger(__name__)
 

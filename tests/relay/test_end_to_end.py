@@ -14,7 +14,7 @@ import aio_pika
 import httpx
 import pytest
 
-from broker.embedded import EmbeddedRedis
+from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.processes import Process, broker_env
 

@@ -8,7 +8,7 @@ import pytest
 from ariadne import MutationType, ObjectType, QueryType, make_executable_schema
 from graphql import ExecutionResult, execute, parse, validate
 
-from broker.plans import compile_plan
+from broker.http.plans import compile_plan
 
 SDL = """
 type Query {

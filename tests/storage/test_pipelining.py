@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from broker.pipelining import Pipeliner
+from broker.storage.pipelining import Pipeliner
 
 pytestmark = pytest.mark.cluster
 

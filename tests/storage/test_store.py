@@ -10,9 +10,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from broker.keys import Keys
 from broker.models import Caller, EventSelection, ListenerFilter
-from broker.store import RETRY_PUMP_BATCH
+from broker.storage.keys import Keys
+from broker.storage.store import RETRY_PUMP_BATCH
 from tests.stepped import Stepped, stepped_broker
 
 OWNER = Caller(uuid4(), mo_emitter=True)

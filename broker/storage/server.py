@@ -15,8 +15,8 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from broker.replication import Replication
 from broker.settings import Settings
+from broker.storage.replication import Replication
 
 log = logging.getLogger(__name__)
 

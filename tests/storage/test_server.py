@@ -12,11 +12,11 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.app import create_app
-from broker.connection import connect
-from broker.embedded import EmbeddedRedis, free_port
-from broker.replication import Replication
-from broker.server import MIN_VERSION, ServerFacts, ServerRefused, ServerWatch, judge
 from broker.settings import Settings
+from broker.storage.connection import connect
+from broker.storage.embedded import EmbeddedRedis, free_port
+from broker.storage.replication import Replication
+from broker.storage.server import MIN_VERSION, ServerFacts, ServerRefused, ServerWatch, judge
 from tests.conftest import FAST
 
 GOOD = ServerFacts(

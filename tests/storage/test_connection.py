@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from broker.connection import connect
-from broker.embedded import EmbeddedRedis, free_port
 from broker.settings import Settings
+from broker.storage.connection import connect
+from broker.storage.embedded import EmbeddedRedis, free_port
 
 
 def client(server: EmbeddedRedis, wait_seconds: float, url: str | None = None) -> Redis:
@@ -19,7 +19,7 @@ def client(server: EmbeddedRedis, wait_seconds: float, url: str | None = None) -
     settings = Settings(redis_url=url or server.url)
     settings = settings.model_copy(update={"redis_max_connections": 2})  # below its minimum
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("broker.connection.POOL_WAIT_SECONDS", wait_seconds)
+        patch.setattr("broker.storage.connection.POOL_WAIT_SECONDS", wait_seconds)
         redis = connect(settings)
     assert isinstance(redis, Redis)
     return redis

@@ -12,7 +12,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.settings import Settings
-from broker.store import RedisClient
+from broker.storage.store import RedisClient
 
 POOL_WAIT_SECONDS = 5.0  # longest a command waits for a free Redis connection
 

@@ -4,7 +4,7 @@ Wiring: give Ariadne's `GraphQL` `http_handler=JSONOnlyHTTPHandler()`,
 `query_parser=query_parser(limits=DocumentLimits.of(settings))` (bounds parsing, and with
 `check_cost` the work validation can be made to do) and
 `validation_rules=validation_rules(settings)`. The body size is enforced where bodies
-are read, in `broker/endpoint.py`. Turning introspection
+are read, in `broker/http/endpoint.py`. Turning introspection
 off is Ariadne's job: `GraphQL(introspection=False)` already refuses `__schema` and `__type`
 (in fragments too) and hides the explorer.
 

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from broker.limits import (
+from broker.http.limits import (
     MAX_DEFINITIONS,
     MAX_DOCUMENT_CHARS,
     MAX_FIELDS,

@@ -182,7 +182,7 @@ def gated(bindable: ObjectType, field_name: str) -> Callable[[F], F]:
     """Bind the decorated resolver to `field_name` of `bindable`, behind its FIELD_ROLES role.
 
     The check runs before the resolver is called, so a refused field starts no work; a
-    synchronous resolver stays synchronous (broker/plans.py runs those inline).
+    synchronous resolver stays synchronous (broker/http/plans.py runs those inline).
     """
     role = FIELD_ROLES[f"{bindable.name}.{field_name}"]  # unmapped: fails at import
 

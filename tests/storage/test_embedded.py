@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.embedded import DataDirInUse, EmbeddedRedis
+from broker.storage.embedded import DataDirInUse, EmbeddedRedis
 from tests.processes import Process, broker_env
 
 pytestmark = pytest.mark.real_redis

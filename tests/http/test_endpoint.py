@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from broker.endpoint import GraphQLEndpoint, read_body
+from broker.http.endpoint import GraphQLEndpoint, read_body
 from tests import clients
 from tests.clients import declare, send, settle
 from tests.conftest import Api

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from graphql import GraphQLNonNull, GraphQLObjectType, build_schema
 
-from broker import api
-from broker.schema import schema_text, seed_variant
+from broker.http import api
+from broker.http.schema import schema_text, seed_variant
 
 
 def _root_fields(name: str) -> set[str]:

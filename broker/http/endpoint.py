@@ -4,7 +4,7 @@ One `GraphQLEndpoint` serves each schema's routes (see the route table in broker
 GET shows the explorer, POST runs the request. Clients post the same few documents
 over and over (FastRAMQPI polls `event_fetch` and acknowledges each event), so most POSTs
 carry a document this endpoint has already seen parse and validate cleanly. Those run at
-once, as a compiled plan (broker/plans.py) or on graphql-core's executor, and are
+once, as a compiled plan (broker/http/plans.py) or on graphql-core's executor, and are
 answered exactly as Ariadne would answer them (same body, same status). Everything else
 (a document's first sight, malformed bodies, validation errors) goes to Ariadne's own
 ASGI app with the buffered body, so Ariadne stays the reference for every edge of
@@ -29,8 +29,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from broker import errors, explorer, inputs
 from broker.auth import Authenticator, Principal
-from broker.documents import DocumentCache
-from broker.limits import DocumentLimits, JSONOnlyHTTPHandler, validation_rules
+from broker.http.documents import DocumentCache
+from broker.http.limits import DocumentLimits, JSONOnlyHTTPHandler, validation_rules
 from broker.settings import Settings
 
 JSON = b"application/json"
@@ -139,7 +139,7 @@ class GraphQLEndpoint:
         if not (operation_name is None or isinstance(operation_name, str)):
             return None
         if not self.documents.known(query):
-            # Parse and validate off the event loop (see broker/documents.py). A first sight
+            # Parse and validate off the event loop (see broker/http/documents.py). A first sight
             # goes to Ariadne, handed that outcome; from the second on, the text is cached.
             await self.documents.first_sight(self.schema, query, self.rules, self.introspection)
             if not self.documents.known(query):

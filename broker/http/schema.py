@@ -22,7 +22,7 @@ def schema_text() -> str:
     packaged = resources.files("broker") / "schema.graphql"
     if packaged.is_file():
         return packaged.read_text()
-    return (Path(__file__).resolve().parent.parent / "schema.graphql").read_text()
+    return (Path(__file__).resolve().parents[2] / "schema.graphql").read_text()
 
 
 def seed_variant(type_defs: str) -> str:

@@ -4,10 +4,10 @@ Clients send the same few documents with different variables, and validating
 even a small document costs milliseconds, most of a request's CPU. Parsing and
 validation depend only on the text (and the schema, fixed per endpoint), so the
 result is reused; variables are still coerced on every request. A document that
-validated cleanly is kept `Prepared`, with its compiled plan (broker/plans.py) when
+validated cleanly is kept `Prepared`, with its compiled plan (broker/http/plans.py) when
 it is simple enough for one.
 
-A text's first sight costs up to ~10 ms of CPU (broker/limits.py bounds it), and a
+A text's first sight costs up to ~10 ms of CPU (broker/http/limits.py bounds it), and a
 hostile caller can make every text new. So `first_sight` parses, validates and plans it
 on one dedicated worker thread: the event loop gets the GIL back every switch interval
 (health, fetch and acknowledge keep answering), and first sights queue behind each other
@@ -42,8 +42,8 @@ from graphql import (
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
-from broker.limits import DocumentLimits, query_parser
-from broker.plans import Plan, compile_plan
+from broker.http.limits import DocumentLimits, query_parser
+from broker.http.plans import Plan, compile_plan
 
 MAX_DOCUMENTS = 256
 MAX_SEEN_ONCE = 4096  # hashes of texts seen once, waiting for a second sight

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from broker.models import Listener
-from broker.store import Store, stream_id_order
+from broker.storage.store import Store, stream_id_order
 
 # Oldest events looked at to tell the oldest silenced from the oldest unsilenced one.
 STATS_SCAN = 32

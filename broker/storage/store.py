@@ -17,10 +17,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ResponseError
 
-from broker.keys import Keys
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
-from broker.pipelining import Pipeliner
-from broker.replication import Command, Replication, ScriptCall, run_confirmed
+from broker.storage.keys import Keys
+from broker.storage.pipelining import Pipeliner
+from broker.storage.replication import Command, Replication, ScriptCall, run_confirmed
 
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
@@ -51,7 +51,7 @@ STATS_CONCURRENCY = 32
 
 
 def _lua(name: str) -> str:
-    return (resources.files("broker") / "lua" / f"{name}.lua").read_text()
+    return (resources.files("broker.storage") / "lua" / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.app import create_app
-from broker.embedded import EmbeddedRedis
 from broker.errors import NotReplicated
 from broker.settings import Settings
+from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.conftest import FAST, Api
 from tests.redis_sentinel import LocalSentinel

@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from broker.replication import Replication, ScriptCall, run_confirmed
+from broker.storage.replication import Replication, ScriptCall, run_confirmed
 
 # Calls sent in one pipeline at most; more wait for the next one (bounds a reply's size).
 MAX_BATCH = 128

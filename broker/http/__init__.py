@@ -1,0 +1,2 @@
+"""The way in: the GraphQL routes' endpoint, the document cache and its limits, compiled plans,
+the schema and the resolvers bound to it."""
