@@ -88,6 +88,12 @@ class Notifier:
         # Not a cancellation: cancelling a pub/sub read mid-way can hang its clean-up.
         self._stopping.set()
         if self._task is not None:
+            if self._subscribed:
+                # An empty message (a no-op for every subscriber) ends the subscriber's
+                # read now rather than at its next look-up, `POLL_SECONDS` later.
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self.redis.publish(self.channel, "")
             await self._task
             self._task = None
 
