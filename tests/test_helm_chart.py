@@ -31,7 +31,7 @@ KUBE_VERSION = "1.33.0"
 RELEASE = "event-broker"
 NAMESPACE = "mo"
 # Custom resources kubernetes-validate has no schema for; their fields are asserted by hand.
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 Manifest = dict[str, Any]
 

@@ -12,7 +12,20 @@ import helm_python as helm
 import kubernetes_validate
 import pytest
 
-from tests.test_helm_chart import CHART, KUBE_VERSION, Manifest, render, values_file
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker.relay.metrics import RelayMetrics
+from tests.test_helm_chart import (
+    CHART,
+    CUSTOM_KINDS,
+    DURATION,
+    KUBE_VERSION,
+    Manifest,
+    alerts,
+    queried_series,
+    render,
+    values_file,
+)
 
 RELAY_VALUES = ["relay", "relay-amqp"]
 
@@ -56,7 +69,8 @@ def test_the_relay_lints_and_renders_valid_kubernetes(values_name: str) -> None:
     report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == []
     for manifest in render(values):
-        kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+        if manifest["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
 
 
 def test_relay_pods_are_not_behind_the_brokers_service() -> None:
@@ -114,3 +128,90 @@ def test_the_default_wait_reaches_the_broker() -> None:
     container = broker["spec"]["template"]["spec"]["containers"][0]
     variables = {variable["name"]: variable.get("value") for variable in container["env"]}
     assert variables["BROKER_FETCH_DEFAULT_WAIT_SECONDS"] == "20"
+
+
+def monitored_relay() -> list[Manifest]:
+    values = values_file("relay")
+    values |= {
+        "serviceMonitor": {"enabled": True},
+        "networkPolicy": {
+            "enabled": True,
+            "relayIngressFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+        },
+        "podDisruptionBudget": {"enabled": True},
+        "monitoring": {"prometheusRule": {"enabled": True, "relay": {"for": "20m"}}},
+    }
+    return render(values)
+
+
+def relay_objects(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind and m["metadata"]["name"].endswith("-relay")]
+
+
+def test_relay_pods_are_scraped_guarded_and_fenced_like_the_brokers() -> None:
+    manifests = monitored_relay()
+    pods = relay_deployment(manifests)["spec"]["template"]
+    labels = pods["metadata"]["labels"]
+    ports = {port["name"] for port in pods["spec"]["containers"][0]["ports"]}
+
+    (monitor,) = relay_objects(manifests, "PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    assert {"targetLabel": "job", "replacement": "event-broker-relay"} in endpoint["relabelings"]
+    (budget,) = relay_objects(manifests, "PodDisruptionBudget")
+    (policy,) = relay_objects(manifests, "NetworkPolicy")
+    for selector in (
+        monitor["spec"]["selector"],
+        budget["spec"]["selector"],
+        policy["spec"]["podSelector"],
+    ):
+        assert selector["matchLabels"].items() <= labels.items()
+    (ingress,) = policy["spec"]["ingress"]
+    assert [port["port"] for port in ingress["ports"]] == ["http"]
+    assert ingress["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]
+    # The broker's own objects stay as they were: one of each, for the broker's pods.
+    assert len([m for m in manifests if m["kind"] == "PodDisruptionBudget"]) == 2
+
+
+def relay_series() -> set[str]:
+    metrics = RelayMetrics()
+    metrics.relayed.labels("graphql", "person").inc()
+    metrics.rejected.labels("graphql", "refused").inc()
+    metrics.upstream_errors.labels("graphql").inc()
+    metrics.store_errors.inc()
+    metrics.lag.labels("graphql").observe(0.1)
+    metrics.last_relayed.labels("graphql").set(1)
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for suffix in suffixes.get(family.type, [""])
+    }
+
+
+def test_relay_alerts_read_only_the_relays_series_of_this_release() -> None:
+    found = {name: alert for name, alert in alerts(monitored_relay()).items() if "Relay" in name}
+
+    assert set(found) == {
+        "EventRelayDown",
+        "EventRelayUpstreamFailing",
+        "EventRelayStoreFailing",
+        "EventRelayRejecting",
+    }
+    exported = relay_series()
+    for name, alert in found.items():
+        assert 'namespace="mo", job="event-broker-relay"' in alert["expr"], name
+        assert queried_series(alert["expr"]) <= exported, name
+        assert DURATION.fullmatch(alert["for"]), name
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"], name
+    assert "up{" in found["EventRelayDown"]["expr"]
+    assert found["EventRelayDown"]["labels"]["severity"] == "critical"
+    assert found["EventRelayStoreFailing"]["for"] == "20m"
+
+
+def test_without_the_relay_there_are_no_relay_alerts_or_monitors() -> None:
+    values = values_file("everything")
+    manifests = render(values)
+    assert not any("Relay" in name for name in alerts(manifests))
+    assert relay_objects(manifests, "PodMonitor") == []
