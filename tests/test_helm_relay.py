@@ -11,7 +11,6 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from broker.relay.metrics import RelayMetrics
