@@ -15,6 +15,7 @@ from graphql import GraphQLError, GraphQLSchema
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -71,6 +72,21 @@ def format_error(
         log.error("internal error in %s", error.path, exc_info=original)
         error = GraphQLError("Internal server error", path=error.path)
     return dict(error.formatted)
+
+
+class ApiVersion(Convertor[int]):
+    """The N of `/graphql/vN`: up to nine digits (Starlette's `int` turns 4,301 into a 500)."""
+
+    regex = "[0-9]{1,9}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("api_version", ApiVersion())
 
 
 @cache
@@ -173,7 +189,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     # GET shows the explorer (when enabled); POST runs GraphQL (see broker/http/endpoint.py).
     routes: list[BaseRoute] = [
         Route("/graphql", graphql(seed), methods=["GET", "POST"]),
-        Route("/graphql/v{version:int}", graphql(released), methods=["GET", "POST"]),
+        Route("/graphql/v{version:api_version}", graphql(released), methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/metrics", metrics_endpoint),

@@ -52,6 +52,12 @@ async def test_every_version_path_serves_the_released_api(api: Api, path: str) -
     assert response.json()["data"]["me"]["actor"]["uuid"]
 
 
+@pytest.mark.parametrize("version", ["9" * 10, "9" * 4301, "-1", "1.5", "x"])
+async def test_a_version_that_is_no_short_number_is_not_found(api: Api, version: str) -> None:
+    response = await api.http.post(f"/graphql/v{version}", json={"query": "{ __typename }"})
+    assert response.status_code == 404
+
+
 @pytest.mark.parametrize("path", ["/graphql", "/graphql/v25"])
 async def test_graphql_paths_answer_without_redirect(api: Api, path: str) -> None:
     response = await api.http.post(path, json={"query": "{ __typename }"})
