@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from broker import logs
 from broker.auth import check_bind_address
+from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import AuthMode, Settings
 from broker.storage.embedded import EmbeddedRedis
 
@@ -88,6 +89,7 @@ def serve(host: str, port: int, workers: int) -> None:
             # Logging is ours (broker/logs.py): one line per request, uvicorn's through it.
             log_config=None,
             access_log=False,
+            http=BoundedHttpToolsProtocol,
         )
 
 
@@ -121,6 +123,7 @@ def relay(host: str, port: int) -> None:
         log_level=settings.log_level.lower(),
         log_config=None,
         access_log=False,
+        http=BoundedHttpToolsProtocol,
     )
 
 
