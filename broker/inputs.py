@@ -120,6 +120,11 @@ def name(what: str, value: str) -> str:
     check_text(what, value)
     if value != value.strip():
         raise errors.InvalidInput(f"{what} must not start or end with white space")
+    if unicodedata.category(value[0]).startswith("M"):
+        # A mark with nothing to sit on (a lone U+0301) shows as nothing, or on what precedes it.
+        raise errors.InvalidInput(
+            f"{what} must not start with a combining mark ({_describe(value[0])})"
+        )
     found = _NOT_IN_NAME.search(value)
     if found is not None:
         raise errors.InvalidInput(

@@ -59,6 +59,11 @@ _INVISIBLE = "name must not hold invisible or formatting characters ({})"
         ("m\ufe0fo", _INVISIBLE.format("U+FE0F VARIATION SELECTOR-16")),
         ("\u3164", _INVISIBLE.format("U+3164 HANGUL FILLER")),
         ("m\ue000o", _INVISIBLE.format("U+E000")),
+        ("\u0301", "name must not start with a combining mark (U+0301 COMBINING ACUTE ACCENT)"),
+        (
+            "\u20ddmo",
+            "name must not start with a combining mark (U+20DD COMBINING ENCLOSING CIRCLE)",
+        ),
     ],
 )
 def test_a_name_with_invisible_control_or_outer_space_characters_is_refused(
