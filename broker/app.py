@@ -34,7 +34,6 @@ from broker.operations import Broker
 from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
 from broker.storage.connection import connect
-from broker.storage.gauges import read_snapshot
 from broker.storage.keys import Keys
 from broker.storage.replication import Replication
 from broker.storage.server import ServerRefused, ServerWatch
@@ -145,14 +144,10 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         return JSONResponse({"status": "ok"})
 
     async def metrics_endpoint(request: Request) -> Response:
-        snapshot = None
-        try:
-            async with asyncio.timeout(METRICS_TIMEOUT_SECONDS):
-                snapshot = await read_snapshot(store)
-        except (RedisError, OSError, TimeoutError) as error:
-            log.warning("metrics: cannot read the event store (%s)", error)
-            metrics.redis_errors.labels("metrics").inc()
-        return Response(metrics.render(snapshot), media_type=CONTENT_TYPE_LATEST)
+        # From the latest snapshot; only the first scrape in a while waits for a read.
+        snapshot = await broker.stats.snapshot(METRICS_TIMEOUT_SECONDS)
+        age = broker.stats.age()
+        return Response(metrics.render(snapshot, age), media_type=CONTENT_TYPE_LATEST)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -180,6 +175,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
                 yield
         finally:
             watching.cancel()
+            await broker.stats.stop()
             await notifier.stop()
             await fanout.stop(settings.shutdown_timeout_seconds)
             await http.aclose()

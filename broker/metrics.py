@@ -1,9 +1,9 @@
 """Prometheus metrics: OS2mo's event series plus the broker's own.
 
 Counters and histograms count what this process did. The pending-event gauges and
-the fan-out lag are read from Redis when `/metrics` is scraped (broker/storage/gauges.py), so
-every replica reports the same, whole-system values for them. Label values never
-contain event subjects.
+the fan-out lag come from the process's latest snapshot of Redis (broker/stats.py, at
+most `BROKER_STATS_INTERVAL_SECONDS` old), so every replica reports the same,
+whole-system values for them. Label values never contain event subjects.
 """
 
 from __future__ import annotations
@@ -32,14 +32,20 @@ def listener_labels(listener: Listener) -> tuple[str, str, str, str]:
 
 
 class _SnapshotCollector(Collector):
-    """Renders the snapshot the `/metrics` endpoint has just read (never reads Redis)."""
+    """Renders the snapshot the `/metrics` endpoint has just been given (never reads Redis)."""
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
+        self.age = 0.0
 
     def collect(self) -> Iterator[Metric]:
         if self.snapshot is None:
             return
+        yield GaugeMetricFamily(
+            "broker_stats_age_seconds",
+            "Age of the snapshot the pending-event and fan-out gauges come from.",
+            value=self.age,
+        )
         backlog = GaugeMetricFamily(
             "broker_fanout_backlog",
             "Ingest entries per shard not yet fanned out to listeners.",
@@ -67,13 +73,17 @@ class _ListenerGauges:
 
     By hand, because prometheus_client formats and escapes every label of every
     sample on each scrape, which at 10,000 listeners costs more than reading Redis.
-    A listener's labels never change, so their text is made once per listener.
+    A listener's labels never change, so their text is made once per listener, and the
+    text of a snapshot is made once for all the scrapes it answers.
     """
 
     def __init__(self) -> None:
         self._labels: dict[UUID, str] = {}
+        self._rendered: tuple[Snapshot, bytes] | None = None
 
     def render(self, snapshot: Snapshot) -> bytes:
+        if self._rendered is not None and self._rendered[0] is snapshot:
+            return self._rendered[1]
         known, self._labels = self._labels, {}  # keep only the listeners that still exist
         events = [
             "# HELP os2mo_events Pending events per listener.",
@@ -100,7 +110,9 @@ class _ListenerGauges:
                 if count and oldest_ms is not None:
                     at = repr(oldest_ms / 1000)
                     oldest.append(f'os2mo_event_oldest{{{labels},silenced="{silenced}"}} {at}')
-        return ("\n".join(events + oldest) + "\n").encode()
+        text = ("\n".join(events + oldest) + "\n").encode()
+        self._rendered = (snapshot, text)
+        return text
 
 
 class Metrics:
@@ -177,10 +189,10 @@ class Metrics:
             elapsed = time.perf_counter() - start
             self.requests.labels(operation, outcome).observe(elapsed)
 
-    def render(self, snapshot: Snapshot | None) -> bytes:
+    def render(self, snapshot: Snapshot | None, age: float = 0.0) -> bytes:
         """The exposition text, with `snapshot`'s gauges (none when Redis could not be read)."""
         # No await between setting and rendering, so concurrent scrapes cannot mix.
-        self._snapshot.snapshot = snapshot
+        self._snapshot.snapshot, self._snapshot.age = snapshot, age
         try:
             text = generate_latest(self.registry)
         finally:

@@ -40,6 +40,7 @@ from broker.registry import (
     spellings,
 )
 from broker.settings import Settings
+from broker.stats import Stats
 from broker.storage import gauges
 from broker.storage.gauges import IngestLag, ListenerStats
 from broker.storage.store import Fetched, ListenerRates, Store, UpdateAction
@@ -97,6 +98,9 @@ class Broker(Registry):
         self.notifier = notifier
         self.empty = notifier.empty  # listeners known to have nothing to fetch
         self.metrics = metrics or Metrics()
+        self.stats = Stats(
+            store, settings.stats_interval_seconds, self.metrics.redis_errors.labels("metrics").inc
+        )
         # Metric labels of listeners (fixed for a uuid's lifetime), looked up on first ack.
         self._labels: dict[UUID, tuple[str, str, str, str]] = {}
         self.retry_min_ms = int(settings.retry_min_seconds * 1000)

@@ -187,6 +187,13 @@ class Settings(BaseSettings):
     # Operation
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"
+    stats_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often, at most, a process re-reads every listener's pending counts "
+        "for /metrics and the console's sort by backlog (only while they are asked for).",
+    )
     shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
     @property

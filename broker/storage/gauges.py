@@ -1,4 +1,4 @@
-"""What the metrics' gauges read from Redis at each scrape: pending events and fan-out lag."""
+"""What a stats snapshot (broker/stats.py) reads from Redis: pending events, fan-out lag."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from broker.storage.store import Store, stream_id_order
 
 # Oldest events looked at to tell the oldest silenced from the oldest unsilenced one.
 STATS_SCAN = 32
-# Listeners read per round of a scrape.
+# Listeners read per round of a snapshot.
 SNAPSHOT_PAGE = 1000
 
 
@@ -36,7 +36,7 @@ class IngestLag:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Values read from Redis for one scrape."""
+    """Values read from Redis in one go, for the metrics and the console."""
 
     listeners: list[tuple[Listener, ListenerStats]]
     ingest: list[IngestLag]
@@ -44,10 +44,11 @@ class Snapshot:
 
 
 async def read_snapshot(store: Store) -> Snapshot:
-    """The scrape-time values: every listener's pending counts and the fan-out lag.
+    """Every listener's pending counts and the fan-out lag.
 
     Read a page of listeners at a time (index page, records, stats: a few pipelined
-    round trips per `SNAPSHOT_PAGE` listeners), so memory and round trips grow in steps.
+    round trips per `SNAPSHOT_PAGE` listeners), so memory and round trips grow in steps
+    and other requests are served between the pages.
     """
     listeners: list[tuple[Listener, ListenerStats]] = []
     after: str | None = None
@@ -63,7 +64,7 @@ async def read_snapshot(store: Store) -> Snapshot:
 
 
 async def listener_stats(store: Store, listeners: Sequence[UUID]) -> list[ListenerStats]:
-    """Pending counts and oldest creation times: one script call per listener.
+    """Pending counts and oldest creation times (see `Store.listener_figures`).
 
     The oldest silenced and unsilenced events are told apart among the `STATS_SCAN`
     oldest events only; a kind not found there gets the overall oldest (an
