@@ -1,0 +1,77 @@
+"""The stats snapshot: scrapes answer from it, it catches up, and it rests when unasked."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from broker import stats
+from broker.storage.gauges import Snapshot
+from tests import clients
+from tests.conftest import MakeApi
+from tests.test_metrics import listener_labels, scrape
+
+LOUD = listener_labels("worker", "person", silenced="false")
+
+
+async def test_a_scrape_answers_from_the_snapshot_until_the_next_read(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(stats_interval_seconds=3600)
+    await clients.declare(api, "person", "worker")
+    await clients.send(api, "person", "s1")
+    await clients.settle(api)
+    _, first = await scrape(api)
+    await clients.send(api, "person", "s2")
+    await clients.settle(api)
+
+    _, second = await scrape(api)
+
+    assert first["os2mo_events", LOUD] == second["os2mo_events", LOUD] == 1
+    assert second["broker_stats_age_seconds", frozenset()] > 0
+
+
+async def test_the_snapshot_catches_up_within_a_few_intervals(make_api: MakeApi) -> None:
+    api = await make_api(stats_interval_seconds=0.05)
+    await clients.declare(api, "person", "worker")
+    _, before = await scrape(api)
+    await clients.send(api, "person", "s1")
+    await clients.settle(api)
+
+    for _ in range(200):
+        _, samples = await scrape(api)
+        if samples["os2mo_events", LOUD] == 1:
+            break
+        await asyncio.sleep(0.05)
+
+    assert before["os2mo_events", LOUD] == 0
+    assert samples["os2mo_events", LOUD] == 1
+
+
+async def test_nobody_asking_stops_the_reads_and_a_scrape_starts_them_again(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = 0
+    read_snapshot = stats.read_snapshot
+
+    async def counted(store: Any) -> Snapshot:
+        nonlocal reads
+        reads += 1
+        return await read_snapshot(store)
+
+    monkeypatch.setattr(stats, "read_snapshot", counted)
+    interval = 0.05
+    api = await make_api(stats_interval_seconds=interval)
+    await scrape(api)
+    await asyncio.sleep(2 * stats.ACTIVE_INTERVALS * interval)
+    resting = reads
+    await asyncio.sleep(2 * stats.ACTIVE_INTERVALS * interval)
+    assert reads == resting > 1  # it read again while asked for, then stopped
+
+    await clients.declare(api, "person", "worker")
+    _, samples = await scrape(api)
+
+    assert reads > resting
+    assert samples["os2mo_events", LOUD] == 0  # a fresh read: the new listener is there
