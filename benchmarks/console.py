@@ -9,9 +9,11 @@ each beside a baseline measured in the same run:
    EVALSHA) for the scripts as shipped, which count events per minute for the console's
    rates, against the same scripts with that `count_rate` call cut out. Rounds alternate
    the two so that drift hits both. Fetch does not count anything and is unchanged.
-2. GET /console/listeners with `--listeners` listeners (the app in-process over ASGI)
-   against GET /metrics, which reads the same per-listener counts; and one listener's
-   page and a subject search with `--events` pending events.
+2. GET /console/listeners with `--listeners` listeners (the app in-process over ASGI):
+   sorted and filtered by backlog, the first time (no stats snapshot yet: every
+   listener's counts read then) and then from the snapshot, against the default page
+   (sorted by name: only the shown page's counts read); and one listener's page and a
+   subject search with `--events` pending events.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import httpx
 from redis.asyncio import Redis
 
 from broker.app import create_app
-from broker.models import EventSelection, Listener
+from broker.models import EventSelection, Listener, Namespace
 from broker.settings import Settings
 from broker.storage.embedded import EmbeddedRedis
 from broker.storage.keys import Keys
@@ -58,8 +60,12 @@ async def usec_per_call(redis: Redis, work: Callable[[], Awaitable[None]]) -> fl
 
 
 async def new_listener(store: Store, user_key: str) -> Listener:
-    listener = Listener(uuid.uuid4(), uuid.uuid4(), "bench", "r", user_key)
-    await store.claim_listener(listener)
+    owner = uuid.uuid4()
+    # The namespace first: a listener's claim is refused in one that does not exist.
+    await store.claim_namespace(Namespace("bench", owner, public=True), "bench")
+    listener = Listener(uuid.uuid4(), owner, "bench", "r", user_key)
+    claimed, _ = await store.claim_listener(listener)
+    assert claimed is not None
     await store.create_listener_state(listener)
     await store.subscribe(listener)
     return listener
@@ -152,9 +158,11 @@ async def pages(redis: Redis, listeners: int, events: int, repeats: int) -> None
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://broker") as http:
             by_name = await timed(http, "/console/listeners", repeats)
-            listing = await timed(http, "/console/listeners?sort=pending&order=desc", repeats)
+            sorted_page = "/console/listeners?sort=pending&order=desc"
+            first = await timed(http, sorted_page, 1)
+            await http.get("/metrics")  # waits for the snapshot's first read
+            listing = await timed(http, sorted_page, repeats)
             backlog = await timed(http, "/console/listeners?backlog=1&older=1", repeats)
-            metrics = await timed(http, "/metrics", repeats)
             one = await timed(http, f"/console/listeners/{deep.uuid}", repeats)
             search = await timed(http, f"/console/listeners/{deep.uuid}?q=s777", repeats)
             graphql_page = await http.post(
@@ -164,10 +172,10 @@ async def pages(redis: Redis, listeners: int, events: int, repeats: int) -> None
             assert graphql_page.status_code == 200
     print(f"2. Console pages, median of {repeats} (in-process, one client)")
     print(f"   /console/listeners, {listeners} listeners, by name (default):  {by_name:7.1f} ms")
-    print(f"   /console/listeners, {listeners} listeners, sorted by pending: {listing:7.1f} ms")
-    print(f"   same, filtered (has backlog, oldest > 1 min):           {backlog:7.1f} ms")
-    print(f"   baseline GET /metrics (reads the same counts):           {metrics:7.1f} ms")
-    print(f"   ratio listeners page / metrics: {listing / metrics:.2f}")
+    print(f"   sorted by pending, first time (reads every listener now): {first:7.1f} ms")
+    print(f"   sorted by pending, from the snapshot:                     {listing:7.1f} ms")
+    print(f"   same, filtered (has backlog, oldest > 1 min):             {backlog:7.1f} ms")
+    print(f"   ratio sorted (snapshot) / by name: {listing / by_name:.2f}")
     print(f"   one listener with {events} pending events, first page:  {one:7.1f} ms")
     print(f"   same, search by subject (scans every pending event):    {search:7.1f} ms")
 

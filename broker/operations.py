@@ -341,6 +341,28 @@ class Broker(Registry):
         )
         return [ListenerSummary(item, stats.get(item.uuid)) for item in listeners]
 
+    async def backlog_summaries(
+        self, caller: Caller, listeners: Sequence[Listener]
+    ) -> tuple[list[ListenerSummary], float | None]:
+        """As `listener_summaries`, for sorting or filtering the listeners by their backlog.
+
+        From the stats snapshot when it is recent (and its age in seconds), so the cost
+        is the caller's listeners, not reading their every figure; listeners declared
+        since it was read are read now. Without a recent snapshot (none yet, or a quiet
+        spell), everything is read now (age `None`) and the snapshot is started for the
+        next time.
+        """
+        snapshot = await self.stats.snapshot(wait=0)
+        if snapshot is None:
+            return await self.listener_summaries(caller, listeners), None
+        held = snapshot.stats_of
+        visible = [item for item in listeners if self._may_see_events(caller, item)]
+        since = [item.uuid for item in visible if item.uuid not in held]
+        stats = dict(zip(since, await gauges.listener_stats(self.store, since), strict=True))
+        stats.update((item.uuid, held[item.uuid]) for item in visible if item.uuid in held)
+        summaries = [ListenerSummary(item, stats.get(item.uuid)) for item in listeners]
+        return summaries, self.stats.age()
+
     async def listener_rates(
         self, caller: Caller, listeners: Sequence[Listener]
     ) -> list[ListenerRates | None]:

@@ -47,14 +47,15 @@ class Stats:
     async def snapshot(self, wait: float) -> Snapshot | None:
         """The latest snapshot, at once; when there is none recent, a fresh one within `wait`.
 
-        Keeps the background refresh going. None when Redis could not be read in time.
+        Keeps the background refresh going. None when no snapshot is recent by then
+        (just started or a quiet spell with `wait` 0, or Redis could not be read).
         """
         loop = asyncio.get_running_loop()
         self._asked_at = loop.time()
         if self._task is None or self._task.done():
             self._read = loop.create_future()
             self._task = asyncio.create_task(self._refresh(), name="broker-stats")
-        if not self._current() and self._read is not None:
+        if wait > 0 and not self._current() and self._read is not None:
             with contextlib.suppress(TimeoutError):
                 # Shielded: a request that gives up leaves the read to finish for the next.
                 await asyncio.wait_for(asyncio.shield(self._read), wait)

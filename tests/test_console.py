@@ -140,6 +140,34 @@ async def test_listeners_filter_by_backlog_and_sort_by_pending(api: Api) -> None
     assert shown(too_old.text, "total") == "0 listener(s)"
 
 
+def pending_column(html: str) -> dict[str, str]:
+    """Listener uuid -> the pending count its row of the listeners page shows."""
+    rows = re.findall(r'data-listener="([^"]+)">.*?<td class="pending">(\d+)<', html, re.S)
+    return dict(rows)
+
+
+async def test_sorting_by_backlog_answers_from_the_snapshot_and_says_how_old_it_is(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(stats_interval_seconds=3600)
+    busy = await declare(api, "busy")
+    await send(api, "a")
+    await pending(api, busy, 1)
+    sorted_page = "/console/listeners?sort=pending&order=desc"
+    first = await api.http.get(sorted_page)  # no snapshot yet: read now, snapshot started
+    assert (await api.http.get("/metrics")).status_code == 200  # waits for its first read
+    await send(api, "b")
+    late = await declare(api, "late")  # not in the snapshot: read when shown
+    await send(api, "c")
+    await pending(api, late, 1)
+
+    page = await api.http.get(sorted_page)
+
+    assert 'id="figures-age"' not in first.text
+    assert shown(page.text, "figures-age").startswith("Pending, silenced and oldest as of")
+    assert pending_column(page.text) == {busy: "1", late: "1"}  # busy has 3 by now
+
+
 async def test_a_listener_s_events_are_searchable_by_subject(api: Api) -> None:
     listener = await declare(api, "search")
     await send(api, "person-1", "person-2", "unit-1")

@@ -246,9 +246,10 @@ class Console:
         found = (await page.broker.listeners(page.caller, selection, None, None)).objects
         now_ms = time.time() * 1000
         window = slice((number - 1) * PAGE_SIZE, number * PAGE_SIZE)
+        figures_age = None
         if sort in BY_BACKLOG or backlog or older is not None:
-            # Sorting or filtering by backlog needs every listener's counts.
-            rows = await page.broker.listener_summaries(page.caller, found)
+            # Sorting or filtering by backlog needs every listener's counts: the snapshot's.
+            rows, figures_age = await page.broker.backlog_summaries(page.caller, found)
             if backlog:
                 rows = [row for row in rows if row.stats is not None and row.stats.pending > 0]
             if older is not None:
@@ -281,6 +282,8 @@ class Console:
             sorts=SORTS,
             window=RATE_WINDOW_MINUTES,
             now_ms=now_ms,
+            figures_age=figures_age,
+            stats_interval=page.broker.settings.stats_interval_seconds,
         )
 
     async def listener(self, page: Page) -> Response:

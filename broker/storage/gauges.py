@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from uuid import UUID
 
 from broker.models import Listener
@@ -34,13 +35,18 @@ class IngestLag:
     oldest_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Snapshot:
     """Values read from Redis in one go, for the metrics and the console."""
 
     listeners: list[tuple[Listener, ListenerStats]]
     ingest: list[IngestLag]
     now: float
+
+    @cached_property
+    def stats_of(self) -> dict[UUID, ListenerStats]:
+        """The listeners' figures by uuid (made on first use: the metrics never need it)."""
+        return {listener.uuid: stats for listener, stats in self.listeners}
 
 
 async def read_snapshot(store: Store) -> Snapshot:
