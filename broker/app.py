@@ -28,9 +28,9 @@ from broker.http import api
 from broker.http.endpoint import GraphQLEndpoint
 from broker.http.schema import schema_text, seed_variant
 from broker.logs import RequestLog
+from broker.management import Management
 from broker.metrics import Metrics
 from broker.notify import Notifier
-from broker.operations import Broker
 from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
 from broker.storage.connection import connect
@@ -110,7 +110,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     server = ServerWatch(client, settings, replication)
     store = Store(client, keys, replication, metrics.count_unreadable)
     notifier = Notifier(client, keys.notify_channel, settings.fetch_empty_cache_seconds)
-    broker = Broker(store, settings, notifier, metrics)
+    broker = Management(store, settings, notifier, metrics)
     fanout = FanOut(store, settings, notifier, metrics)
     state: dict[str, Any] = dict(
         store=store,

@@ -12,7 +12,6 @@ import logging
 import time
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 from uuid import UUID
 
 from broker import cursors, errors, inputs
@@ -40,18 +39,12 @@ from broker.registry import (
     spellings,
 )
 from broker.settings import Settings
-from broker.stats import Stats
-from broker.storage import gauges
-from broker.storage.gauges import IngestLag, ListenerStats
-from broker.storage.store import Fetched, ListenerRates, Store, UpdateAction
+from broker.storage.store import Fetched, Store, UpdateAction
 from broker.tokens import EventToken
 
 MAX_SUBJECT_LENGTH = 220
 # A long poll re-checks at least this often, in case a notification was lost.
 LONG_POLL_RECHECK_SECONDS = 5.0
-
-# The console's "recent" send and acknowledge rates: this many whole minutes back.
-RATE_WINDOW_MINUTES = 5
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +61,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class ListenerSummary:
-    """A listener with its backlog; `stats` is `None` where the caller may not see its events."""
-
-    listener: Listener
-    stats: ListenerStats | None
-
-
-@dataclass(frozen=True, slots=True)
-class WaitingEvent:
-    """A pending event and when its back-off ends (`None`: fetchable now)."""
-
-    event: PendingEvent
-    retry_at_ms: int | None
-
-
 class Broker(Registry):
     """The domain: the registry's operations plus everything done with events."""
 
@@ -98,9 +75,6 @@ class Broker(Registry):
         self.notifier = notifier
         self.empty = notifier.empty  # listeners known to have nothing to fetch
         self.metrics = metrics or Metrics()
-        self.stats = Stats(
-            store, settings.stats_interval_seconds, self.metrics.redis_errors.labels("metrics").inc
-        )
         # Metric labels of listeners (fixed for a uuid's lifetime), looked up on first ack.
         self._labels: dict[UUID, tuple[str, str, str, str]] = {}
         self.retry_min_ms = int(settings.retry_min_seconds * 1000)
@@ -321,110 +295,3 @@ class Broker(Registry):
         return list(
             await asyncio.gather(*(self.store.count_pending(item.uuid) for item in listeners))
         )
-
-    # Operator views (the console) --------------------------------------------------------------
-
-    async def listener_summaries(
-        self, caller: Caller, listeners: Sequence[Listener]
-    ) -> list[ListenerSummary]:
-        """The listeners with their pending counts, for those whose events the caller may see.
-
-        The same reads as the metrics' gauges (a few pipelined commands per 500 listeners).
-        """
-        visible = [item for item in listeners if self._may_see_events(caller, item)]
-        stats = dict(
-            zip(
-                (item.uuid for item in visible),
-                await gauges.listener_stats(self.store, [item.uuid for item in visible]),
-                strict=True,
-            )
-        )
-        return [ListenerSummary(item, stats.get(item.uuid)) for item in listeners]
-
-    async def backlog_summaries(
-        self, caller: Caller, listeners: Sequence[Listener]
-    ) -> tuple[list[ListenerSummary], float | None]:
-        """As `listener_summaries`, for sorting or filtering the listeners by their backlog.
-
-        From the stats snapshot when it is recent (and its age in seconds), so the cost
-        is the caller's listeners, not reading their every figure; listeners declared
-        since it was read are read now. Without a recent snapshot (none yet, or a quiet
-        spell), everything is read now (age `None`) and the snapshot is started for the
-        next time.
-        """
-        snapshot = await self.stats.snapshot(wait=0)
-        if snapshot is None:
-            return await self.listener_summaries(caller, listeners), None
-        held = snapshot.stats_of
-        visible = [item for item in listeners if self._may_see_events(caller, item)]
-        since = [item.uuid for item in visible if item.uuid not in held]
-        stats = dict(zip(since, await gauges.listener_stats(self.store, since), strict=True))
-        stats.update((item.uuid, held[item.uuid]) for item in visible if item.uuid in held)
-        summaries = [ListenerSummary(item, stats.get(item.uuid)) for item in listeners]
-        return summaries, self.stats.age()
-
-    async def listener_rates(
-        self, caller: Caller, listeners: Sequence[Listener]
-    ) -> list[ListenerRates | None]:
-        """Recent per-minute rates of stored and acknowledged events (`None`: not visible)."""
-        visible = [item for item in listeners if self._may_see_events(caller, item)]
-        now_ms = int(time.time() * 1000)
-        found = await self.store.listener_rates(
-            [item.uuid for item in visible], now_ms, RATE_WINDOW_MINUTES
-        )
-        rates = dict(zip((item.uuid for item in visible), found, strict=True))
-        return [rates.get(item.uuid) for item in listeners]
-
-    async def waiting_events(
-        self,
-        caller: Caller,
-        listener: Listener,
-        search: str | None,
-        after: str | None,
-        limit: int,
-    ) -> list[WaitingEvent]:
-        """A page of the listener's pending events in age order, or those matching `search`.
-
-        A search looks at every pending event of the listener and answers its first
-        `limit` matches (no further pages).
-        """
-        if not self._may_see_events(caller, listener):
-            raise errors.PermissionDenied()
-        limit = page_size(limit, None) or MAX_PAGE_SIZE
-        if search:
-            if len(search) > MAX_SUBJECT_LENGTH:
-                raise errors.SubjectTooLarge()
-            events = await self.store.search_pending(listener.uuid, search, limit)
-        else:
-            events = await self.store.pending(listener.uuid, EventSelection(), after, limit)
-        due = await self.store.retry_at(listener.uuid, [event.subject for event in events])
-        return [WaitingEvent(event, at) for event, at in zip(events, due, strict=True)]
-
-    async def change_events(
-        self,
-        caller: Caller,
-        action: UpdateAction,
-        listener: Listener,
-        subjects: Sequence[str] | None,
-    ) -> list[PendingEvent]:
-        """Silence, unsilence or rerun some (`None`: all) of one listener's events.
-
-        The console's form of the three mutations: the same rules, but a listener the
-        caller may not manage is refused (not skipped), and the changed events come back.
-        """
-        if not self._may_manage(caller, listener):
-            raise errors.PermissionDenied()
-        if subjects is not None:
-            check_list("subjects", subjects, MAX_SUBJECT_LENGTH)
-            subjects = sorted(set(subjects))
-        elif action == "silence":
-            raise errors.InvalidInput("silence needs the subjects to silence")
-        only = ListenerFilter(uuids=frozenset([listener.uuid]))
-        return await self._update(caller, action, only, EventSelection(), subjects)
-
-    async def fanout_lag(self) -> list[IngestLag]:
-        """Per ingest shard: entries not yet fanned out to listeners, and the oldest's age."""
-        return await gauges.ingest_lag(self.store)
-
-    async def store_reachable(self) -> bool:
-        return await self.store.ping()

@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker import auth
 from broker.console.signin import SignIn
 from broker.console.views import Console
+from broker.management import Management
 from broker.models import Caller
-from broker.operations import Broker
 from broker.settings import Settings
 
 PATH = "/console"
@@ -65,7 +65,7 @@ class SecurityHeaders:
 
 def console_app(
     settings: Settings,
-    broker: Broker,
+    broker: Management,
     authenticator: auth.Authenticator,
     caller_of: Callable[[auth.Principal], Caller],
 ) -> Mount:

@@ -29,8 +29,8 @@ from starlette.templating import Jinja2Templates
 from broker import auth, errors
 from broker.console import signin
 from broker.http import api
+from broker.management import RATE_WINDOW_MINUTES, ListenerSummary, Management
 from broker.models import Caller, Listener, ListenerFilter, NamespaceFilter
-from broker.operations import RATE_WINDOW_MINUTES, Broker, ListenerSummary
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Page:
     request: Request
     principal: auth.Principal
     caller: Caller
-    broker: Broker
+    broker: Management
     form: FormData = field(default_factory=FormData)
 
     def require(self, field_name: str) -> None:
@@ -115,7 +115,7 @@ class Console:
 
     def __init__(
         self,
-        broker: Broker,
+        broker: Management,
         sign_in: signin.SignIn,
         caller_of: Callable[[auth.Principal], Caller],
         origin: Callable[[Request], str],
