@@ -150,13 +150,16 @@ class Management(Broker):
         """
         if not self._may_manage(caller, listener):
             raise errors.PermissionDenied()
+        selection = EventSelection()
         if subjects is not None:
             check_list("subjects", subjects, MAX_SUBJECT_LENGTH)
             subjects = sorted(set(subjects))
         elif action == "silence":
-            raise errors.InvalidInput("silence needs the subjects to silence")
+            # `event_silence` names its subjects; silencing all of them pages through the
+            # listener's pending events (`_update`), touching only those not yet silenced.
+            selection = EventSelection(silenced=False)
         only = ListenerFilter(uuids=frozenset([listener.uuid]))
-        return await self._update(caller, action, only, EventSelection(), subjects)
+        return await self._update(caller, action, only, selection, subjects)
 
     async def fanout_lag(self) -> list[IngestLag]:
         """Per ingest shard: entries not yet fanned out to listeners, and the oldest's age."""

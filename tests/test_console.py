@@ -13,6 +13,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from broker import operations
 from broker.console.routes import CONTENT_SECURITY_POLICY
 from broker.models import Listener
 from broker.settings import Settings
@@ -214,6 +215,24 @@ async def test_silence_asks_for_confirmation_then_silences_and_says_so(api: Api)
         "a": True,
         "b": False,
     }
+
+
+async def test_silence_all_pages_through_every_pending_event_and_counts_the_silenced(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations, "SCAN_BATCH", 2)  # several pages of 2
+    listener = await declare(api, "quiet-please")
+    subjects = ["a", "b", "c", "d", "e"]
+    await send(api, *subjects)
+    await pending(api, listener, 5)
+    path = f"/console/listeners/{listener}/events"
+    await act(api, path, {"action": "silence", "scope": "selected", "subject": ["c"]})
+
+    page = await act(api, path, {"action": "silence", "scope": "all"})
+
+    assert shown(page.text, "flash") == "Silenced 4 event(s)."  # "c" already was
+    assert shown(page.text, "silenced") == "5"
+    assert all(event["silenced"] for event in await pending(api, listener, 5))
 
 
 async def test_rerun_all_makes_fetched_events_fetchable_again(api: Api) -> None:

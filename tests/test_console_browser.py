@@ -96,6 +96,25 @@ def test_an_operator_finds_a_listener_silences_reruns_and_deletes_it(
     assert all(url.startswith(broker.url) for url in network.requested)
 
 
+def test_an_operator_silences_all_of_a_listener_s_events_from_its_page(
+    live_broker: StartBroker, browser_page: Page, network: Network
+) -> None:
+    broker = live_broker()
+    listener = a_listener_with_events(broker, "noisy-sync", "unit-a", "unit-b", "unit-c")
+    page = browser_page
+
+    page.goto(f"{broker.url}/console/listeners/{listener}")
+    expect(page.locator("#silenced")).to_have_text("0")
+    page.get_by_role("button", name="Silence all…", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Silence events of noisy-sync?")
+    confirm(page)
+
+    expect(page.locator("#flash")).to_have_text("Silenced 3 event(s).")
+    expect(page.locator("#silenced")).to_have_text("3")
+    expect(page.locator("tr[data-subject] .silenced")).to_have_text(["yes", "yes", "yes"])
+    assert all(url.startswith(broker.url) for url in network.requested)
+
+
 @pytest.fixture
 def sign_in_provider() -> Iterator[SignInProvider]:
     provider = SignInProvider("event-broker-console", client_secret="console-secret")
