@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker import auth
+from broker.console import actions, listings
 from broker.console.signin import SignIn
 from broker.console.views import Console
 from broker.management import Management
@@ -74,24 +75,24 @@ def console_app(
     console = Console(broker, sign_in, caller_of, _origin_of(settings))
     page = console.page
     routes = [
-        Route("/", page(console.overview), name="overview"),
-        Route("/listeners", page(console.listeners), name="listeners"),
-        Route("/listeners/{uuid}", page(console.listener), name="listener"),
+        Route("/", page(listings.overview), name="overview"),
+        Route("/listeners", page(listings.listeners), name="listeners"),
+        Route("/listeners/{uuid}", page(listings.listener), name="listener"),
         Route(
             "/listeners/{uuid}/events",
-            page(console.change_events),
+            page(actions.change_events),
             methods=["POST"],
             name="change_events",
         ),
         Route(
             "/listeners/{uuid}/delete",
-            page(console.delete_listener),
+            page(actions.delete_listener),
             methods=["POST"],
             name="delete_listener",
         ),
         Route(
             "/namespaces/delete",
-            page(console.delete_namespace),
+            page(actions.delete_namespace),
             methods=["POST"],
             name="delete_namespace",
         ),
