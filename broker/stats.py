@@ -42,23 +42,23 @@ class Stats:
         self._latest_at = 0.0  # loop time of the read that made `latest`
         self._asked_at = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._read: asyncio.Future[None] | None = None  # resolved when the current read ends
+        self._first: asyncio.Future[None] | None = None  # a run's first read, until done
 
     async def snapshot(self, wait: float) -> Snapshot | None:
-        """The latest snapshot, at once; when there is none recent, a fresh one within `wait`.
+        """The latest snapshot, at once; after a quiet spell, the first fresh one within `wait`.
 
-        Keeps the background refresh going. None when no snapshot is recent by then
-        (just started or a quiet spell with `wait` 0, or Redis could not be read).
+        Keeps the background refresh going. None when no snapshot is recent (the first
+        read not done within `wait`, or Redis could not be read for a while).
         """
         loop = asyncio.get_running_loop()
         self._asked_at = loop.time()
         if self._task is None or self._task.done():
-            self._read = loop.create_future()
+            self._first = loop.create_future()
             self._task = asyncio.create_task(self._refresh(), name="broker-stats")
-        if wait > 0 and not self._current() and self._read is not None:
+        if wait > 0 and self._first is not None:
             with contextlib.suppress(TimeoutError):
                 # Shielded: a request that gives up leaves the read to finish for the next.
-                await asyncio.wait_for(asyncio.shield(self._read), wait)
+                await asyncio.wait_for(asyncio.shield(self._first), wait)
         return self.latest if self._current() else None
 
     def age(self) -> float:
@@ -78,9 +78,9 @@ class Stats:
                 log.warning("stats: cannot read the event store (%s)", error)
                 self.on_error()
             finally:
-                if self._read is not None and not self._read.done():
-                    self._read.set_result(None)
-                self._read = loop.create_future()
+                if self._first is not None:
+                    self._first.set_result(None)
+                    self._first = None
             await asyncio.sleep(max(0.0, started + self.interval - loop.time()))
 
     async def stop(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
 from broker import stats
 from broker.storage.gauges import Snapshot
@@ -75,3 +76,24 @@ async def test_nobody_asking_stops_the_reads_and_a_scrape_starts_them_again(
 
     assert reads > resting
     assert samples["os2mo_events", LOUD] == 0  # a fresh read: the new listener is there
+
+
+async def test_failed_reads_are_counted_and_a_stale_snapshot_is_left_out(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interval = 0.05
+    api = await make_api(stats_interval_seconds=interval)
+    await clients.declare(api, "person", "worker")
+    _, fresh = await scrape(api)
+
+    async def unavailable(store: Any) -> Snapshot:
+        raise RedisError("Connection refused")
+
+    monkeypatch.setattr(stats, "read_snapshot", unavailable)
+    await asyncio.sleep(2 * stats.STALE_INTERVALS * interval)
+    _, stale = await scrape(api)
+
+    assert ("os2mo_events", LOUD) in fresh
+    assert ("os2mo_events", LOUD) not in stale
+    assert ("broker_stats_age_seconds", frozenset()) not in stale
+    assert stale["broker_redis_errors_total", frozenset({("component", "metrics")})] >= 1
