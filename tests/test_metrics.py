@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.settings import DEV_OWNER
 from broker.storage import gauges
+from broker.storage import store as store_module
 from tests import clients
 from tests.conftest import Api, MakeApi
 
@@ -143,3 +144,21 @@ async def test_a_scrape_reads_the_listeners_page_by_page_and_misses_none(
 
     for n in range(5):
         assert samples["os2mo_events", listener_labels(f"l{n}", "person", silenced="false")] == 1
+
+
+@pytest.mark.cluster
+async def test_each_listener_gets_its_own_figures_when_one_call_reads_several(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "STATS_PER_CALL", 2)  # 5 listeners: calls of 2, 2, 1
+    api = await make_api()
+    for n in range(5):
+        await clients.declare(api, f"key{n}", f"l{n}")
+        for subject in range(n):
+            await clients.send(api, f"key{n}", f"s{subject}")
+    await clients.settle(api)
+
+    _, samples = await scrape(api)
+
+    for n in range(5):
+        assert samples["os2mo_events", listener_labels(f"l{n}", f"key{n}", silenced="false")] == n
