@@ -143,8 +143,9 @@ async def test_listeners_filter_by_backlog_and_sort_by_pending(api: Api) -> None
 
 def pending_column(html: str) -> dict[str, str]:
     """Listener uuid -> the pending count its row of the listeners page shows."""
-    rows = re.findall(r'data-listener="([^"]+)">.*?<td class="pending">(\d+)<', html, re.S)
-    return dict(rows)
+    rows = re.findall(r'<tr data-listener="([^"]+)">(.*?)</tr>', html, re.S)
+    counts = {uuid: re.search(r'<td class="pending">(\d+)<', row) for uuid, row in rows}
+    return {uuid: found.group(1) for uuid, found in counts.items() if found}
 
 
 async def test_sorting_by_backlog_answers_from_the_snapshot_and_says_how_old_it_is(
@@ -410,6 +411,8 @@ async def test_signed_in_owner_sees_and_acts_only_on_their_own_listeners(
     await sign_in(console, idp, ADMIN, roles)
 
     listing = await console.http.get("/console/listeners")
+    await console.http.get("/metrics")  # the stats snapshot's first read, for the sort below
+    by_backlog = await console.http.get("/console/listeners?sort=pending")
     foreign = await console.http.get(f"/console/listeners/{theirs}")
     token = csrf_of(listing.text)
     refused = await console.http.post(
@@ -419,6 +422,9 @@ async def test_signed_in_owner_sees_and_acts_only_on_their_own_listeners(
 
     assert re.search(rf'data-listener="{theirs}">(?s:.*?)not yours', listing.text)
     assert re.search(rf'data-listener="{mine}">(?s:.*?)class="pending">1<', listing.text)
+    assert 'id="figures-age"' in by_backlog.text
+    assert pending_column(by_backlog.text) == {mine: "1"}  # theirs: "not yours" there too
+    assert re.search(rf'data-listener="{theirs}">(?s:.*?)not yours', by_backlog.text)
     assert foreign.status_code == refused.status_code == 403
     assert [e["silenced"] for e in await pending(dev, theirs, 1)] == [False]
 
