@@ -1,8 +1,8 @@
 """Prometheus metrics: OS2mo's event series plus the broker's own.
 
 Counters and histograms count what this process did. The pending-event gauges and
-the fan-out lag come from the process's latest snapshot of Redis (broker/stats.py, at
-most `BROKER_STATS_INTERVAL_SECONDS` old), so every replica reports the same,
+the fan-out lag come from the process's latest snapshot of Redis (broker/stats.py, about
+one `BROKER_STATS_INTERVAL_SECONDS` old at most), so every replica reports the same,
 whole-system values for them. Label values never contain event subjects.
 """
 
