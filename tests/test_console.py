@@ -23,6 +23,7 @@ from broker.storage.store import IngestEntry, Store
 from tests.conftest import Api, MakeApi
 from tests.jwks_server import unsigned
 from tests.oidc_provider import SignInProvider
+from tests.snapshots import snapshot
 
 CLIENT_ID = "event-broker-console"
 SESSION_SECRET = "s" * 40
@@ -185,6 +186,46 @@ async def test_a_bad_query_parameter_is_a_clear_400(api: Api) -> None:
         page = await api.http.get(path)
         assert page.status_code == 400
         assert "must be a UUID" in shown(page.text, "message")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["namespace=%00", "namespace=%1B%5B31m", "q=%FF%FE", "namespace=ok&owner=%ED%A0%80"],
+)
+async def test_a_query_parameter_that_is_no_text_is_a_clear_400(api: Api, query: str) -> None:
+    page = await api.http.get(f"/console/listeners?{query}")
+    assert page.status_code == 400
+    assert "UTF-8" in shown(page.text, "message") or "control character" in shown(
+        page.text, "message"
+    )
+
+
+@pytest.mark.parametrize(
+    ("encoded", "message"),
+    [
+        ("name=%00", "control character U+0000"),
+        ("name=%1B%5B31m", "control character U+001B"),
+        ("name=%FF%FE", "not UTF-8"),
+        ("subject=a%00b", "control character U+0000"),
+    ],
+)
+async def test_a_form_field_that_is_no_text_is_refused_and_changes_nothing(
+    api: Api, redis: Any, encoded: str, message: str
+) -> None:
+    listener = await declare(api, "untouched")
+    await send(api, "a")
+    await pending(api, listener, 1)
+    token = csrf_of((await api.http.get("/console/")).text)
+    before = await snapshot(redis)
+    for path in ("/console/namespaces/delete", f"/console/listeners/{listener}/events"):
+        page = await api.http.post(
+            path,
+            content=f"csrf={token}&action=silence&confirm=yes&{encoded}",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert page.status_code == 400, page.text
+        assert message in shown(page.text, "message")
+    assert await snapshot(redis) == before
 
 
 async def test_overview_shows_health_fanout_backlog_and_namespaces(api: Api) -> None:

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from broker import auth, errors
+from broker import auth, errors, inputs
 from broker.console import signin
 from broker.http import api
 from broker.management import Management
@@ -135,6 +135,9 @@ class Console:
                 return RedirectResponse(request.url_for("console:login"), status_code=303)
             page = Page(request, principal, self.caller_of(principal), self.broker)
             try:
+                # Query parameters pass the same rules as forms (Starlette's own reading
+                # would turn bad UTF-8 into U+FFFD and keep control characters).
+                checked_fields(request.url.query, "The address", MAX_FORM_FIELDS)
                 if request.method == "POST":
                     page.form = await read_form(request)
                     if not signin.csrf_valid(request, page.form.get("csrf"), self.origin(request)):
@@ -219,12 +222,30 @@ async def read_form(request: Request) -> FormData:
         if len(body) > MAX_FORM_BYTES:
             raise BadRequest("The form is too large.")
     try:
-        fields = parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        text = body.decode()
     except UnicodeDecodeError:
         raise BadRequest("The form is not UTF-8.") from None
-    except ValueError:
-        raise BadRequest(f"The form has more than {MAX_FORM_FIELDS} fields.") from None
+    fields = checked_fields(text, "The form", MAX_FORM_FIELDS)
     return FormData(list[tuple[str, str | UploadFile]](fields))
+
+
+def checked_fields(encoded: str, what: str, max_fields: int) -> list[tuple[str, str]]:
+    """URL-encoded fields, refused unless UTF-8 and text (the API's input rules)."""
+    try:
+        fields = parse_qsl(
+            encoded, keep_blank_values=True, max_num_fields=max_fields, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} is not UTF-8.") from None
+    except ValueError:
+        raise BadRequest(f"{what} has more than {max_fields} fields.") from None
+    try:
+        for key, value in fields:
+            inputs.check_text(f"A field name in {what.lower()}", key)
+            inputs.check_text(f"{what}'s field {key}", value)
+    except errors.InvalidInput as error:
+        raise BadRequest(f"{error}.") from None
+    return fields
 
 
 def _message(request: Request, status: int, title: str, text: str) -> Response:
