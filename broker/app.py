@@ -6,12 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import httpx
-from ariadne import make_executable_schema
-from graphql import GraphQLError, GraphQLSchema
+from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.applications import Starlette
@@ -25,8 +24,8 @@ from broker import auth, devtokens, errors, explorer
 from broker.console.routes import console_app
 from broker.fanout import FanOut
 from broker.http import api
+from broker.http.checker import Checks
 from broker.http.endpoint import GraphQLEndpoint
-from broker.http.schema import schema_text, seed_variant
 from broker.logs import RequestLog
 from broker.metrics import Metrics
 from broker.notify import Notifier
@@ -89,19 +88,8 @@ class ApiVersion(Convertor[int]):
 register_url_convertor("api_version", ApiVersion())
 
 
-@cache
-def schemas() -> tuple[GraphQLSchema, GraphQLSchema]:
-    """The released and the seed schema, built once per process: they depend on nothing else
-    (and building them takes longer than the rest of an app; tests build many apps)."""
-    type_defs = schema_text()
-    released = make_executable_schema(type_defs, *api.BINDABLES)
-    seed = make_executable_schema(seed_variant(type_defs), *api.BINDABLES)
-    return released, seed
-
-
 def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:
     """Build the app. Without `redis`, one is made from the settings (it connects lazily)."""
-    released, seed = schemas()
     metrics = Metrics()
     client = redis if redis is not None else connect(settings)
     http = httpx.AsyncClient(trust_env=False)
@@ -122,9 +110,9 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         server=server,
     )
 
-    def graphql(schema: GraphQLSchema) -> GraphQLEndpoint:
+    def graphql(seed: bool) -> GraphQLEndpoint:
         return GraphQLEndpoint(
-            schema,
+            Checks.of(settings, seed),
             settings=settings,
             authenticator=authenticator,
             context=partial(api.context_for, broker, settings),
@@ -188,8 +176,8 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
 
     # GET shows the explorer (when enabled); POST runs GraphQL (see broker/http/endpoint.py).
     routes: list[BaseRoute] = [
-        Route("/graphql", graphql(seed), methods=["GET", "POST"]),
-        Route("/graphql/v{version:api_version}", graphql(released), methods=["GET", "POST"]),
+        Route("/graphql", graphql(seed=True), methods=["GET", "POST"]),
+        Route("/graphql/v{version:api_version}", graphql(seed=False), methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/metrics", metrics_endpoint),

@@ -23,14 +23,15 @@ import orjson
 from ariadne.asgi import GraphQL
 from ariadne.graphql import handle_graphql_errors, handle_query_result
 from ariadne.types import ErrorFormatter
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
+from graphql import ExecutionResult, GraphQLError, execute
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from broker import errors, explorer, inputs
 from broker.auth import Authenticator, Principal
+from broker.http.checker import Checks
 from broker.http.documents import DocumentCache
-from broker.http.limits import DocumentLimits, JSONOnlyHTTPHandler, validation_rules
+from broker.http.limits import JSONOnlyHTTPHandler
 from broker.settings import Settings
 
 JSON = b"application/json"
@@ -46,21 +47,19 @@ class GraphQLEndpoint:
 
     def __init__(
         self,
-        schema: GraphQLSchema,
+        checks: Checks,
         *,
         settings: Settings,
         authenticator: Authenticator,
         context: Callable[[Principal], Any],
         error_formatter: ErrorFormatter,
     ) -> None:
-        self.schema = schema
-        self.documents = DocumentCache(limits=DocumentLimits.of(settings))
+        self.schema = schema = checks.schema()
+        self.documents = DocumentCache(checks)
         self.authenticator = authenticator
         self.context = context
         self.error_formatter = error_formatter
         self.max_bytes = settings.max_body_bytes
-        self.rules = [*validation_rules(settings), inputs.StringLiterals]
-        self.introspection = settings.introspection
         self.fast_requests = 0  # answered without Ariadne's app (read by tests)
         self.ariadne = GraphQL(
             schema,
@@ -72,7 +71,7 @@ class GraphQLEndpoint:
             http_handler=JSONOnlyHTTPHandler(),
             query_parser=self.documents.parse,
             query_validator=self.documents.validate,
-            validation_rules=self.rules,
+            validation_rules=checks.rules(),
         )
         # GET: the explorer page (or Ariadne's refusal), under the explorer's CSP.
         self.explorer_page = explorer.WithSecurityHeaders(self.ariadne)
@@ -141,7 +140,7 @@ class GraphQLEndpoint:
         if not self.documents.known(query):
             # Parse and validate off the event loop (see broker/http/documents.py). A first sight
             # goes to Ariadne, handed that outcome; from the second on, the text is cached.
-            await self.documents.first_sight(self.schema, query, self.rules, self.introspection)
+            await self.documents.first_sight(query)
             if not self.documents.known(query):
                 return None
         prepared = self.documents.prepared(query)

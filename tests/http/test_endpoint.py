@@ -7,13 +7,14 @@ below is sent twice and both answers must be the same, byte for byte.
 
 from __future__ import annotations
 
-import threading
+import os
 from typing import Any
 
 import httpx
 import pytest
 from starlette.routing import Route
 
+from broker.http import checker
 from broker.http.endpoint import GraphQLEndpoint, read_body
 from tests import clients
 from tests.clients import declare, send, settle
@@ -246,22 +247,25 @@ async def test_a_malformed_uuid_gets_the_fixed_message(api: Api, listener: Any) 
     assert "error 'Could not parse UUID'" in message, message
 
 
-async def test_a_first_sight_is_parsed_off_the_event_loop(api: Api) -> None:
-    endpoint = endpoint_of(api)
-    threads = []
-    parse = endpoint.documents._parse
+async def test_a_first_sight_is_checked_in_another_process(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked_in: list[int] = []
+    check = checker.CHECKER.check
 
-    def recording(context: Any, data: dict[str, Any]) -> Any:
-        threads.append(threading.current_thread())
-        return parse(context, data)
+    async def recording(checks: checker.Checks, text: str) -> checker.Outcome:
+        outcome = await check(checks, text)
+        checked_in.append(await checker.CHECKER.pid())
+        return outcome
 
-    endpoint.documents._parse = recording
-    query = "{ __typename } # never seen"
-    for _ in range(3):  # the first sight, the second (kept from then on), a cache hit
-        response = await api.http.post("/graphql/v25", json={"query": query})
-        assert response.json() == {"data": {"__typename": "Query"}}
-    assert len(threads) == 2
-    assert threading.current_thread() not in threads
+    monkeypatch.setattr(checker.CHECKER, "check", recording)
+    for query in ("{ __typename } # never seen", "{ nope } # never seen", "{ __typename"):
+        answers = [await api.http.post("/graphql/v25", json={"query": query}) for _ in range(3)]
+        assert answers[0].text == answers[1].text == answers[2].text
+    # Checked until kept (from the second sight on), so the third sight is a cache hit;
+    # a text that does not parse is never kept.
+    assert len(checked_in) == 2 + 2 + 3
+    assert os.getpid() not in checked_in
 
 
 async def test_a_document_is_kept_from_its_second_sight_on(api: Api) -> None:

@@ -1,0 +1,175 @@
+"""Check a GraphQL document's first sight (parse, limits, validation) in a separate process.
+
+A first sight costs up to ~10 ms of CPU (broker/http/limits.py bounds it) and a hostile
+caller can make every text new. On a thread of the server process that CPU still holds
+the GIL against the event loop: with 4 such callers `/health/live`'s p99 was 48 ms
+against 2.5 ms idle (benchmarks/document_cost.py). So one child process, started on the
+first first sight, does the checking and sends back only plain data: the errors'
+messages and positions, or that the text is clean. The server then parses a clean text
+again (at most `MAX_TOKENS` tokens: ~1 ms) to execute it, and rebuilds the refusals as
+GraphQLErrors that format exactly as the child's did.
+
+The child builds the schema and the rules from `Checks`, which is all it is sent besides
+the text, and keeps them per `Checks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Collection
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from ariadne.graphql import validate_query
+from ariadne.types import QueryParser
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, Source, parse, validate
+from graphql.utilities import TypeInfo
+from graphql.validation import ASTValidationRule
+
+from broker import inputs
+from broker.http.limits import (
+    MAX_TOKENS,
+    DocumentLimits,
+    max_aliases,
+    max_depth,
+    max_fields,
+    query_parser,
+)
+from broker.http.schema import schemas
+from broker.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Checks:
+    """What a document is checked against: one endpoint's schema, limits and rules."""
+
+    seed: bool  # the seed's schema (`/graphql`) or the released one
+    limits: DocumentLimits
+    max_depth: int
+    max_aliases: int
+    introspection: bool
+
+    @classmethod
+    def of(cls, settings: Settings, seed: bool) -> Checks:
+        return cls(
+            seed,
+            DocumentLimits.of(settings),
+            settings.max_query_depth,
+            settings.max_aliases,
+            settings.introspection,
+        )
+
+    def schema(self) -> GraphQLSchema:
+        released, seed = schemas()
+        return seed if self.seed else released
+
+    def rules(self) -> list[type[ASTValidationRule]]:
+        """The validation rules besides the spec's, for Ariadne's `validation_rules`."""
+        return _rules(self.max_depth, self.max_aliases)
+
+
+@cache
+def _rules(depth: int, aliases: int) -> list[type[ASTValidationRule]]:
+    return [max_depth(depth), max_aliases(aliases), max_fields(), inputs.StringLiterals]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A GraphQLError as plain data: what its formatted form is made of."""
+
+    message: str
+    positions: tuple[int, ...] | None
+    extensions: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, error: GraphQLError) -> Refusal:
+        positions = None if error.positions is None else tuple(error.positions)
+        return cls(error.message, positions, error.extensions or None)
+
+    def error(self, text: str) -> GraphQLError:
+        """The error again, located in `text` as the original was."""
+        source = Source(text) if self.positions else None
+        return GraphQLError(
+            self.message, source=source, positions=self.positions, extensions=self.extensions
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A text's check: refused by the parser (or the limits), or validated (clean or not)."""
+
+    unparsed: Refusal | None
+    invalid: tuple[Refusal, ...] = ()
+
+
+def check(checks: Checks, text: str) -> Outcome:
+    """Parse, limit-check and validate `text` as the endpoint of `checks` does (in the child)."""
+    try:
+        document = _parser(checks.limits)(None, {"query": text})
+    except GraphQLError as error:
+        return Outcome(Refusal.of(error))
+    found: list[GraphQLError] = []
+
+    def collect(
+        schema: GraphQLSchema,
+        document_ast: DocumentNode,
+        rules: Collection[type[ASTValidationRule]] | None = None,
+        max_errors: int | None = None,
+        type_info: TypeInfo | None = None,
+    ) -> list[GraphQLError]:
+        found.extend(validate(schema, document_ast, rules=rules, max_errors=max_errors))
+        return found
+
+    # Ariadne's own composition of the rules (spec rules, ours, introspection's).
+    validate_query(
+        checks.schema(),
+        document,
+        checks.rules(),
+        enable_introspection=checks.introspection,
+        query_validator=collect,
+    )
+    return Outcome(None, tuple(Refusal.of(error) for error in found))
+
+
+@cache
+def _parser(limits: DocumentLimits) -> QueryParser:
+    return query_parser(limits=limits)
+
+
+def parse_checked(text: str) -> DocumentNode:
+    """A text the child found clean, parsed for execution (no limits to check again)."""
+    return parse(text, max_lexical_tokens=MAX_TOKENS, max_comments=MAX_TOKENS)
+
+
+class Checker:
+    """The child process, shared by every endpoint of the server: one text at a time."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the server has threads (and locks held by them) to leave behind.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    async def check(self, checks: Checks, text: str) -> Outcome:
+        """`check(checks, text)`, run in the child process."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), check, checks, text)
+        except BrokenProcessPool:  # the child died (killed, out of memory): start another
+            self._pool = None
+            return await loop.run_in_executor(self._executor(), check, checks, text)
+
+    async def pid(self) -> int:
+        """The child's process id (starting the child if need be)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), os.getpid)
+
+
+CHECKER = Checker()
