@@ -10,9 +10,8 @@ from functools import partial
 from typing import Any
 
 import httpx
-from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
@@ -26,6 +25,7 @@ from broker.fanout import FanOut
 from broker.http import api
 from broker.http.checker import Checks
 from broker.http.endpoint import GraphQLEndpoint
+from broker.http.failures import format_error
 from broker.logs import RequestLog
 from broker.metrics import Metrics
 from broker.notify import Notifier
@@ -45,32 +45,6 @@ READY_TIMEOUT_SECONDS = 1.0
 SETUP_ATTEMPTS = 15  # start-up writes tried once a second while replicas catch up
 # Below Prometheus' default scrape timeout (10 s): a slow Redis still gives counters.
 METRICS_TIMEOUT_SECONDS = 8.0
-
-
-def format_error(
-    error: GraphQLError, debug: bool = False, metrics: Metrics | None = None
-) -> dict[str, Any]:
-    """Show users the refusals meant for them; hide internals behind a stable message."""
-    original = error.original_error
-    if isinstance(original, OutOfMemoryError):
-        # A script refused at its first write: nothing of it was stored.
-        log.warning("Redis is full (maxmemory) in %s: %s", error.path, original)
-        if metrics is not None:
-            metrics.store_full.inc()
-        error = GraphQLError(str(errors.StoreFull()), path=error.path)
-    elif isinstance(original, errors.NotReplicated):
-        if metrics is not None:
-            metrics.not_replicated.inc()
-    elif isinstance(original, RedisError):
-        log.warning("Redis error in %s: %s", error.path, original)
-        if metrics is not None:
-            metrics.redis_errors.labels("api").inc()
-        error = GraphQLError(str(errors.StorageUnavailable()), path=error.path)
-    elif original is not None and not isinstance(original, (GraphQLError, errors.BrokerError)):
-        # A ValueError (or anything else) from a bug must not show its text to users.
-        log.error("internal error in %s", error.path, exc_info=original)
-        error = GraphQLError("Internal server error", path=error.path)
-    return dict(error.formatted)
 
 
 class ApiVersion(Convertor[int]):

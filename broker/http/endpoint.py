@@ -31,6 +31,7 @@ from broker import errors, explorer, inputs
 from broker.auth import Authenticator, Principal
 from broker.http.checker import Checks
 from broker.http.documents import DocumentCache
+from broker.http.failures import ErrorLog
 from broker.http.limits import JSONOnlyHTTPHandler
 from broker.settings import Settings
 
@@ -61,10 +62,12 @@ class GraphQLEndpoint:
         self.error_formatter = error_formatter
         self.max_bytes = settings.max_body_bytes
         self.fast_requests = 0  # answered without Ariadne's app (read by tests)
+        self.error_log = ErrorLog()
         self.ariadne = GraphQL(
             schema,
             context_value=self.ariadne_context,
             debug=False,
+            logger=self.error_log,
             introspection=settings.introspection,
             explorer=explorer.page_for(settings),
             error_formatter=error_formatter,
@@ -147,7 +150,7 @@ class GraphQLEndpoint:
         if prepared is None:
             return None
         options: dict[str, Any] = {
-            "logger": None,
+            "logger": self.error_log,
             "error_formatter": self.error_formatter,
             "debug": False,
         }
