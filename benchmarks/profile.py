@@ -125,10 +125,10 @@ def graphql_document_costs(rep: Report) -> str:
     from ariadne import make_executable_schema
     from graphql import parse, validate
 
-    from broker.http import api
+    from broker.http import resolvers
     from broker.http.schema import schema_text
 
-    schema = make_executable_schema(schema_text(), *api.BINDABLES)
+    schema = make_executable_schema(schema_text(), *resolvers.BINDABLES)
     lines = [
         "| document | parse | validate (spec rules) | per request if cached by query text |",
         "|---|---|---|---|",

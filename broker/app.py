@@ -22,8 +22,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from broker import auth, devtokens, errors, explorer
 from broker.console.routes import console_app
 from broker.fanout import FanOut
-from broker.http import api
 from broker.http.checker import Checks
+from broker.http.context import context_for
 from broker.http.endpoint import GraphQLEndpoint
 from broker.http.failures import format_error
 from broker.logs import RequestLog
@@ -89,7 +89,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             Checks.of(settings, seed),
             settings=settings,
             authenticator=authenticator,
-            context=partial(api.context_for, broker, settings),
+            context=partial(context_for, broker, settings),
             error_formatter=partial(format_error, metrics=metrics),
         )
 

@@ -28,7 +28,7 @@ from starlette.templating import Jinja2Templates
 
 from broker import auth, errors
 from broker.console import signin
-from broker.http import api
+from broker.http import gates
 from broker.models import Caller, Listener, ListenerFilter, NamespaceFilter
 from broker.operations import RATE_WINDOW_MINUTES, Broker, ListenerSummary
 
@@ -91,7 +91,7 @@ class Page:
     form: FormData = field(default_factory=FormData)
 
     def require(self, field_name: str) -> None:
-        api.require_root_role(self.principal, field_name)
+        gates.require_root_role(self.principal, field_name)
 
     def render(self, template: str, status_code: int = 200, **context: Any) -> Response:
         session = self.request.session

@@ -20,7 +20,7 @@ from graphql import (
     print_ast,
 )
 
-from broker.http import api
+from broker.http import resolvers
 
 
 @cache
@@ -28,8 +28,8 @@ def schemas() -> tuple[GraphQLSchema, GraphQLSchema]:
     """The released and the seed schema, built once per process: they depend on nothing else
     (and building them takes longer than the rest of an app; tests build many apps)."""
     type_defs = schema_text()
-    released = make_executable_schema(type_defs, *api.BINDABLES)
-    seed = make_executable_schema(seed_variant(type_defs), *api.BINDABLES)
+    released = make_executable_schema(type_defs, *resolvers.BINDABLES)
+    seed = make_executable_schema(seed_variant(type_defs), *resolvers.BINDABLES)
     return released, seed
 
 
