@@ -682,6 +682,8 @@ def _named_type(node: graphql.TypeNode) -> str:
 class _Info:
     """Just enough of a resolve info for a resolver's role check."""
 
+    field_nodes: tuple[Any, ...] = ()  # a mutation's selection (checked before it writes)
+
     def __init__(self, roles: frozenset[str]) -> None:
         self.context = Context(broker=None, caller=Caller(OWNER), roles=roles)  # type: ignore[arg-type]
 

@@ -11,6 +11,7 @@ from graphql import GraphQLResolveInfo
 
 from broker import auth, errors
 from broker.http.context import Context
+from broker.http.preflight import check_answer
 
 # The role each field needs that reads or changes events, listeners or namespaces, at the
 # root or nested, by "Type.field"; `None`: any authenticated caller. A nested field needs
@@ -68,15 +69,20 @@ def gated(bindable: ObjectType, field_name: str) -> Callable[[F], F]:
     """Bind the decorated resolver to `field_name` of `bindable`, behind its FIELD_ROLES role.
 
     The check runs before the resolver is called, so a refused field starts no work; a
-    synchronous resolver stays synchronous (broker/http/plans.py runs those inline).
+    synchronous resolver stays synchronous (broker/http/plans.py runs those inline). A
+    mutation's whole selection is checked too, before it writes (broker/http/preflight.py).
     """
     role = FIELD_ROLES[f"{bindable.name}.{field_name}"]  # unmapped: fails at import
+    writes = bindable.name == "Mutation"
 
     def bind(resolver: F) -> F:
         @wraps(resolver)
         def checked(obj: Any, info: GraphQLResolveInfo[Context], **kwargs: Any) -> Any:
-            if role is not None and role not in info.context.roles:
+            roles = info.context.roles
+            if role is not None and role not in roles:
                 raise errors.PermissionDenied()
+            if writes:
+                check_answer(info, roles, FIELD_ROLES)
             return resolver(obj, info, **kwargs)
 
         bindable.set_field(field_name, checked)
