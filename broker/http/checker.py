@@ -7,7 +7,8 @@ against 2.5 ms idle (benchmarks/document_cost.py). So one child process, started
 first first sight, does the checking and sends back only plain data: the errors'
 messages and positions, or that the text is clean. The server then parses a clean text
 again (at most `MAX_TOKENS` tokens: ~1 ms) to execute it, and rebuilds the refusals as
-GraphQLErrors that format exactly as the child's did.
+GraphQLErrors that format exactly as the child's did. A document that only introspects is
+also executed there: its answer depends on nothing else (see `_static_answer`).
 
 The child builds the schema and the rules from `Checks`, which is all it is sent besides
 the text, and keeps them per `Checks`.
@@ -25,14 +26,27 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import orjson
 from ariadne.graphql import validate_query
 from ariadne.types import QueryParser
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, Source, parse, validate
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    FieldNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    Source,
+    execute,
+    parse,
+    validate,
+)
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
 from broker import inputs
 from broker.http.limits import (
+    INTROSPECTION_FIELDS,
     MAX_TOKENS,
     DocumentLimits,
     max_aliases,
@@ -100,11 +114,24 @@ class Refusal:
 
 
 @dataclass(frozen=True, slots=True)
+class StaticAnswer:
+    """The answer of a document that only introspects: the same for every request of it."""
+
+    operation: str | None  # the operation's name, which `operationName` may repeat
+    body: bytes  # the JSON answer, as the endpoint sends it
+
+    def of(self, operation_name: str | None) -> bytes | None:
+        """The body for a request naming `operation_name`, or None (that one is an error)."""
+        return self.body if operation_name in (None, self.operation) else None
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """A text's check: refused by the parser (or the limits), or validated (clean or not)."""
 
     unparsed: Refusal | None
     invalid: tuple[Refusal, ...] = ()
+    answer: StaticAnswer | None = None
 
 
 def check(checks: Checks, text: str) -> Outcome:
@@ -133,7 +160,36 @@ def check(checks: Checks, text: str) -> Outcome:
         enable_introspection=checks.introspection,
         query_validator=collect,
     )
-    return Outcome(None, tuple(Refusal.of(error) for error in found))
+    if found:
+        return Outcome(None, tuple(Refusal.of(error) for error in found))
+    return Outcome(None, (), _static_answer(checks.schema(), document))
+
+
+def _static_answer(schema: GraphQLSchema, document: DocumentNode) -> StaticAnswer | None:
+    """The answer of `document` if it only introspects (one operation, no variables).
+
+    Executing GraphiQL's introspection query costs ~8 ms of CPU, and its answer depends on
+    the schema and the text alone: worked out here, it costs the event loop nothing.
+    """
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(operations) != 1 or operations[0].variable_definitions:
+        return None
+    operation = operations[0]
+    roots = operation.selection_set.selections
+    if not all(isinstance(root, FieldNode) and root.name.value in _META for root in roots):
+        return None
+    if not any(
+        isinstance(root, FieldNode) and root.name.value in INTROSPECTION_FIELDS for root in roots
+    ):
+        return None
+    result = execute(schema, document)
+    if not isinstance(result, ExecutionResult) or result.errors:
+        return None  # not for an awaitable: closed unawaited, harmless (none resolve async)
+    name = None if operation.name is None else operation.name.value
+    return StaticAnswer(name, orjson.dumps({"data": result.data}))
+
+
+_META = frozenset({"__schema", "__type", "__typename"})
 
 
 @cache

@@ -38,7 +38,7 @@ from graphql import (
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
-from broker.http.checker import CHECKER, Checks, parse_checked
+from broker.http.checker import CHECKER, Checks, StaticAnswer, parse_checked
 from broker.http.limits import query_parser
 from broker.http.plans import Plan, compile_plan
 
@@ -49,10 +49,12 @@ MAX_HANDED = 64  # first-sight outcomes waiting for their request's parse (norma
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A document that parsed and validated cleanly, and its plan if it is simple."""
+    """A document that parsed and validated cleanly, its plan if it is simple, and its
+    answer if it only introspects."""
 
     document: DocumentNode
     plan: Plan | None
+    answer: StaticAnswer | None = None
 
 
 @dataclass(slots=True)
@@ -81,9 +83,9 @@ class DocumentCache:
         """Whether `text` is in the cache (parsed and validated, cleanly or not)."""
         return text in self._documents
 
-    async def first_sight(self, text: str) -> None:
+    async def first_sight(self, text: str) -> Prepared | None:
         """Check `text` in the child process, and remember the outcome for Ariadne's own
-        parse and validate of the same text."""
+        parse and validate of the same text; what it prepared, if it is clean."""
         # Concurrent first sights of one text (a client's burst) share one check.
         compiling = self._compiling.get(text)
         if compiling is None:
@@ -91,20 +93,26 @@ class DocumentCache:
             self._compiling[text] = compiling
             compiling.add_done_callback(lambda _: self._compiling.pop(text, None))
         outcome = await asyncio.shield(compiling)  # one caller going away cancels nothing
+        prepared = outcome.prepared if isinstance(outcome, _Validated) else None
         if self.known(text):  # another request stored it meanwhile
-            return
+            return prepared
         key = hash(text)
         if isinstance(outcome, _Validated) and key in self._seen_once:
             del self._seen_once[key]
             self._remember(text, outcome.document)
             self._validated[id(outcome.document)] = outcome
-            return
+            return prepared
         self._seen_once[key] = None
         if len(self._seen_once) > MAX_SEEN_ONCE:
             self._seen_once.popitem(last=False)
         self._handed[text] = outcome
         if len(self._handed) > MAX_HANDED:
             self._handed.popitem(last=False)
+        return prepared
+
+    def answered(self, text: str) -> None:
+        """`text`'s first sight was answered without Ariadne: nothing to hand over."""
+        self._handed.pop(text, None)
 
     async def _compile(self, text: str) -> _Validated | GraphQLError:
         """The outcome of `text`, computed without touching the cache."""
@@ -117,7 +125,10 @@ class DocumentCache:
             errors = [refusal.error(text) for refusal in outcome.invalid]
             return _Validated(DocumentNode(definitions=()), errors, None)
         document = parse_checked(text)
-        return _Validated(document, [], _prepare(self.schema, document, []))
+        prepared = _prepare(self.schema, document, [])
+        if prepared is not None and outcome.answer is not None:
+            prepared = Prepared(document, prepared.plan, outcome.answer)
+        return _Validated(document, [], prepared)
 
     def parse(self, context: Any, data: dict[str, Any]) -> DocumentNode:
         text = data["query"]

@@ -126,7 +126,7 @@ class GraphQLEndpoint:
 
     async def execute_prepared(
         self, data: Any, principal: Principal
-    ) -> tuple[int, dict[str, Any]] | None:
+    ) -> tuple[int, dict[str, Any] | bytes] | None:
         """Run a request whose document is known to be valid; None hands it to Ariadne.
 
         Mirrors `ariadne.graphql.graphql` after its parse and validate steps, with no
@@ -143,12 +143,21 @@ class GraphQLEndpoint:
         if not self.documents.known(query):
             # Parse and validate off the event loop (see broker/http/documents.py). A first sight
             # goes to Ariadne, handed that outcome; from the second on, the text is cached.
-            await self.documents.first_sight(query)
+            # A document that only introspects is answered as worked out there, at once.
+            first = await self.documents.first_sight(query)
+            answer = (
+                None if first is None or first.answer is None else first.answer.of(operation_name)
+            )
+            if answer is not None:
+                self.documents.answered(query)
+                return 200, answer
             if not self.documents.known(query):
                 return None
         prepared = self.documents.prepared(query)
         if prepared is None:
             return None
+        if prepared.answer is not None and (answer := prepared.answer.of(operation_name)):
+            return 200, answer
         options: dict[str, Any] = {
             "logger": self.error_log,
             "error_formatter": self.error_formatter,
@@ -223,10 +232,10 @@ def replay(body: bytes, receive: Receive) -> Receive:
 async def respond(
     send: Send,
     status: int,
-    content: dict[str, Any],
+    content: dict[str, Any] | bytes,
     headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    body = orjson.dumps(content)
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
     await send(
         {
             "type": "http.response.start",

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import get_introspection_query, graphql_sync
 from starlette.routing import Route
 
 from broker.http import checker
@@ -283,3 +284,25 @@ async def test_a_refused_document_answers_the_same_on_every_sight(api: Api, quer
     assert {answer.status_code for answer in answers} == {400}
     assert answers[0].text == answers[1].text == answers[2].text
     assert "errors" in answers[0].json()
+
+
+async def test_a_document_that_only_introspects_is_answered_as_graphql_core_would(
+    api: Api,
+) -> None:
+    query = get_introspection_query(True, True, True, True, True) + "\n# only introspects"
+    endpoint = endpoint_of(api)
+    expected = graphql_sync(endpoint.schema, query)
+    assert expected.errors is None
+    for operation_name in (None, "IntrospectionQuery", None):  # first sights, then cached
+        payload = {"query": query, "operationName": operation_name}
+        response = await api.http.post("/graphql/v25", json=payload)
+        assert response.status_code == 200
+        assert response.json() == {"data": expected.data}
+    assert endpoint.fast_requests == 3  # worked out in the checker process, first sight too
+    other = [
+        await api.http.post("/graphql/v25", json={"query": query, "operationName": "Other"})
+        for _ in range(2)
+    ]
+    assert other[0].status_code == other[1].status_code == 400
+    assert other[0].json() == other[1].json()
+    assert "Unknown operation named 'Other'" in other[0].json()["errors"][0]["message"]
