@@ -8,7 +8,8 @@ once, as a compiled plan (broker/http/plans.py) or on graphql-core's executor, a
 answered exactly as Ariadne would answer them (same body, same status). Everything else
 (a document's first sight, malformed bodies, validation errors) goes to Ariadne's own
 ASGI app with the buffered body, so Ariadne stays the reference for every edge of
-GraphQL over HTTP. Skipping Starlette's request objects and Ariadne's per-request set-up
+GraphQL over HTTP. The exception: a document that only introspects is answered as the
+checker process worked it out (broker/http/checker.py), on its first sight too. Skipping Starlette's request objects and Ariadne's per-request set-up
 roughly halves the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
 """
 
