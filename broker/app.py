@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
@@ -32,7 +31,7 @@ from broker.notify import Notifier
 from broker.operations import Broker
 from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
-from broker.storage.connection import connect
+from broker.storage.connection import UNAVAILABLE, connect
 from broker.storage.gauges import read_snapshot
 from broker.storage.keys import Keys
 from broker.storage.replication import Replication
@@ -102,7 +101,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
                 await store.ping()
-        except (RedisError, OSError, TimeoutError):
+        except UNAVAILABLE:
             return JSONResponse({"status": "redis unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
@@ -111,7 +110,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         try:
             async with asyncio.timeout(METRICS_TIMEOUT_SECONDS):
                 snapshot = await read_snapshot(store)
-        except (RedisError, OSError, TimeoutError) as error:
+        except UNAVAILABLE as error:
             log.warning("metrics: cannot read the event store (%s)", error)
             metrics.redis_errors.labels("metrics").inc()
         return Response(metrics.render(snapshot), media_type=CONTENT_TYPE_LATEST)

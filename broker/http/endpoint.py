@@ -9,8 +9,9 @@ answered exactly as Ariadne would answer them (same body, same status). Everythi
 (a document's first sight, malformed bodies, validation errors) goes to Ariadne's own
 ASGI app with the buffered body, so Ariadne stays the reference for every edge of
 GraphQL over HTTP. The exception: a document that only introspects is answered as the
-checker process worked it out (broker/http/checker.py), on its first sight too. Skipping Starlette's request objects and Ariadne's per-request set-up
-roughly halves the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
+checker process worked it out (broker/http/checker.py), on its first sight too.
+Skipping Starlette's request objects and Ariadne's per-request set-up roughly halves
+the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ import logging
 from typing import Any
 
 from graphql import GraphQLError
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError
 
 from broker import errors
 from broker.metrics import Metrics
+from broker.storage.connection import UNAVAILABLE
 
 log = logging.getLogger("broker.graphql")
 
@@ -28,7 +29,7 @@ def unexpected(error: GraphQLError) -> bool:
     """Whether `error` comes from a bug rather than from the request or the store."""
     original = error.original_error
     return original is not None and not isinstance(
-        original, (GraphQLError, errors.BrokerError, RedisError)
+        original, (GraphQLError, errors.BrokerError, *UNAVAILABLE)
     )
 
 
@@ -46,7 +47,7 @@ def format_error(
     elif isinstance(original, errors.NotReplicated):
         if metrics is not None:
             metrics.not_replicated.inc()
-    elif isinstance(original, RedisError):
+    elif isinstance(original, UNAVAILABLE):
         log.warning("Redis error in %s: %s", error.path, original)
         if metrics is not None:
             metrics.redis_errors.labels("api").inc()

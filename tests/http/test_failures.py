@@ -6,7 +6,15 @@ import logging
 from typing import Any
 
 import pytest
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
+from broker.errors import StorageUnavailable
 from tests import clients
 from tests.conftest import Api
 from tests.jwks_server import unsigned
@@ -64,3 +72,31 @@ async def test_a_bug_logs_one_traceback_and_answers_a_generic_error(
         assert faults[0].levelno == logging.ERROR
         assert faults[0].exc_info is not None
         assert isinstance(faults[0].exc_info[1], ZeroDivisionError)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        SlotNotCoveredError("Slot 42 is not covered by the cluster."),
+        RedisClusterException("Redis Cluster cannot be connected."),
+        ClusterDownError("CLUSTERDOWN The cluster is down"),
+        MasterDownError("MASTERDOWN Link with MASTER is down"),
+        TryAgainError("TRYAGAIN"),
+        ConnectionResetError("Connection reset by peer"),
+    ],
+    ids=lambda failure: type(failure).__name__,
+)
+async def test_a_store_in_failover_answers_the_retryable_error(
+    api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    async def fetch(*args: Any, **kwargs: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(api.app.state.broker_state["broker"], "fetch", fetch)
+    payload = {"query": clients.FETCH, "variables": {"listener": UNKNOWN}}
+    for _ in range(2):  # through Ariadne, then the fast path
+        caplog.clear()
+        response = await api.http.post("/graphql/v25", json=payload)
+        assert response.status_code == 200
+        assert response.json()["errors"][0]["message"] == str(StorageUnavailable())
+        assert [r for r in caplog.records if r.levelno > logging.WARNING or r.exc_info] == []
