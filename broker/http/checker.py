@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import AsyncIterator, Collection, Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -57,6 +59,10 @@ from broker.http.limits import (
 )
 from broker.http.schema import schemas
 from broker.settings import Settings
+
+# Texts of one caller in the child at once (checking or queued there); the rest of that
+# caller's first sights wait their turn in the server, behind nobody else's.
+FIRST_SIGHTS_PER_CALLER = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +216,11 @@ class Checker:
     build hundreds), the child stays, and `concurrent.futures` ends it when Python exits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, per_caller: int = FIRST_SIGHTS_PER_CALLER) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self.per_caller = per_caller
+        self._slots: dict[Hashable, asyncio.Semaphore] = {}
+        self._holders: Counter[Hashable] = Counter()  # waiting or checking, per caller
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -219,14 +228,31 @@ class Checker:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
-    async def check(self, checks: Checks, text: str) -> Outcome:
-        """`check(checks, text)`, run in the child process."""
+    async def check(self, checks: Checks, text: str, caller: Hashable) -> Outcome:
+        """`check(checks, text)`, run in the child process once `caller` has fewer than
+        `per_caller` texts there: one caller's burst cannot queue in front of everyone's."""
+        async with self._slot(caller):
+            return await self._run(checks, text)
+
+    async def _run(self, checks: Checks, text: str) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor(), check, checks, text)
         except BrokenProcessPool:  # the child died (killed, out of memory): start another
             self._pool = None
             return await loop.run_in_executor(self._executor(), check, checks, text)
+
+    @asynccontextmanager
+    async def _slot(self, caller: Hashable) -> AsyncIterator[None]:
+        slot = self._slots.setdefault(caller, asyncio.Semaphore(self.per_caller))
+        self._holders[caller] += 1
+        try:
+            async with slot:
+                yield
+        finally:
+            self._holders[caller] -= 1
+            if not self._holders[caller]:  # kept only while in use
+                del self._holders[caller], self._slots[caller]
 
     def start(self) -> None:
         """Start the child now rather than at the first first sight (it takes ~1 s)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,13 +83,13 @@ class DocumentCache:
         """Whether `text` is in the cache (parsed and validated, cleanly or not)."""
         return text in self._documents
 
-    async def first_sight(self, text: str) -> Prepared | None:
+    async def first_sight(self, text: str, caller: Hashable) -> Prepared | None:
         """Check `text` in the child process, and remember the outcome for Ariadne's own
         parse and validate of the same text; what it prepared, if it is clean."""
         # Concurrent first sights of one text (a client's burst) share one check.
         compiling = self._compiling.get(text)
         if compiling is None:
-            compiling = asyncio.ensure_future(self._compile(text))
+            compiling = asyncio.ensure_future(self._compile(text, caller))
             self._compiling[text] = compiling
             compiling.add_done_callback(lambda _: self._compiling.pop(text, None))
         outcome = await asyncio.shield(compiling)  # one caller going away cancels nothing
@@ -114,9 +114,9 @@ class DocumentCache:
         """`text`'s first sight was answered without Ariadne: nothing to hand over."""
         self._handed.pop(text, None)
 
-    async def _compile(self, text: str) -> _Validated | GraphQLError:
+    async def _compile(self, text: str, caller: Hashable) -> _Validated | GraphQLError:
         """The outcome of `text`, computed without touching the cache."""
-        outcome = await CHECKER.check(self.checks, text)
+        outcome = await CHECKER.check(self.checks, text, caller)
         if outcome.unparsed is not None:
             return outcome.unparsed.error(text)
         if outcome.invalid:

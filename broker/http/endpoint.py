@@ -146,7 +146,7 @@ class GraphQLEndpoint:
             # Parse and validate off the event loop (see broker/http/documents.py). A first sight
             # goes to Ariadne, handed that outcome; from the second on, the text is cached.
             # A document that only introspects is answered as worked out there, at once.
-            first = await self.documents.first_sight(query)
+            first = await self.documents.first_sight(query, principal.owner)
             answer = (
                 None if first is None or first.answer is None else first.answer.of(operation_name)
             )

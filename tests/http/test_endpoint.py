@@ -254,8 +254,8 @@ async def test_a_first_sight_is_checked_in_another_process(
     checked_in: list[int] = []
     check = checker.CHECKER.check
 
-    async def recording(checks: checker.Checks, text: str) -> checker.Outcome:
-        outcome = await check(checks, text)
+    async def recording(checks: checker.Checks, text: str, caller: Any) -> checker.Outcome:
+        outcome = await check(checks, text, caller)
         checked_in.append(await checker.CHECKER.pid())
         return outcome
 
