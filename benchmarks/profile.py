@@ -30,7 +30,7 @@ BUCKETS = [
     ("uvicorn / httptools", ("uvicorn/", "httptools")),
     ("redis-py (redis/)", ("redis/",)),
     ("JSON encode/decode (json/)", ("json/",)),
-    # py-spy shortens file names to the package part: "guarded (broker/http/api.py:12)"
+    # py-spy shortens file names to the package part: "checked (broker/http/gates.py:12)"
     ("broker code (broker/)", ("(broker/", "/broker/")),
     ("asyncio (event loop, tasks)", ("asyncio/",)),
 ]
