@@ -18,11 +18,12 @@ the text, and keeps them per `Checks`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Hashable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from graphql import (
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
-from broker import inputs
+from broker import errors, inputs
 from broker.http.limits import (
     INTROSPECTION_FIELDS,
     MAX_TOKENS,
@@ -59,6 +60,11 @@ from broker.http.limits import (
 )
 from broker.http.schema import schemas
 from broker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Where documents are checked if the child process cannot start at all.
+_THREAD = ThreadPoolExecutor(1, thread_name_prefix="graphql-checker")
 
 # Texts of one caller in the child at once (checking or queued there); the rest of that
 # caller's first sights wait their turn in the server, behind nobody else's.
@@ -218,6 +224,8 @@ class Checker:
 
     def __init__(self, per_caller: int = FIRST_SIGHTS_PER_CALLER) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self.answered = False  # the child has checked a text
+        self.on_thread = False  # the child could not start: check on `_THREAD`
         self.per_caller = per_caller
         self._slots: dict[Hashable, asyncio.Semaphore] = {}
         self._holders: Counter[Hashable] = Counter()  # waiting or checking, per caller
@@ -236,11 +244,22 @@ class Checker:
 
     async def _run(self, checks: Checks, text: str) -> Outcome:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor(), check, checks, text)
-        except BrokenProcessPool:  # the child died (killed, out of memory): start another
-            self._pool = None
-            return await loop.run_in_executor(self._executor(), check, checks, text)
+        if self.on_thread:
+            return await loop.run_in_executor(_THREAD, check, checks, text)
+        for _ in range(2):
+            try:
+                outcome = await loop.run_in_executor(self._executor(), check, checks, text)
+                self.answered = True
+                return outcome
+            except BrokenProcessPool:  # the child died (killed, out of memory): start another
+                self._pool = None
+        if self.answered:  # it ran before: this text took it down, twice
+            return Outcome(Refusal(str(errors.DocumentUnchecked()), None, None))
+        # It never started: e.g. the server runs from a script without
+        # `if __name__ == "__main__"`, which a spawned child runs again.
+        log.error("the document checker process cannot start; checking on a thread instead")
+        self.on_thread = True
+        return await loop.run_in_executor(_THREAD, check, checks, text)
 
     @asynccontextmanager
     async def _slot(self, caller: Hashable) -> AsyncIterator[None]:

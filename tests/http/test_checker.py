@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from graphql import GraphQLError, parse, validate
@@ -57,3 +62,38 @@ async def test_one_callers_burst_does_not_queue_in_front_of_another(
     assert most == {"a": 2, "b": 1}
     assert len(started) == 11
     assert checker._slots == {}  # nothing kept for callers that are gone
+
+
+async def test_a_child_that_died_is_replaced() -> None:
+    checker = Checker()
+    assert (await checker.check(CHECKS, "{ __typename }", "a")).unparsed is None
+    os.kill(await checker.pid(), signal.SIGKILL)
+    outcome = await checker.check(CHECKS, "{ nope }", "a")
+    assert [r.message for r in outcome.invalid] == ["Cannot query field 'nope' on type 'Query'."]
+    assert not checker.on_thread
+
+
+UNGUARDED = """
+import asyncio
+from broker.http.checker import CHECKER, Checks
+from broker.settings import Settings
+
+outcome = asyncio.run(CHECKER.check(Checks.of(Settings(), False), "{ nope }", "a"))
+print(CHECKER.on_thread, [refusal.message for refusal in outcome.invalid])
+"""
+
+
+def test_a_server_started_from_an_unguarded_script_checks_on_a_thread(tmp_path: Path) -> None:
+    # A spawned child runs the main script again, here without `if __name__ == ...`.
+    script = tmp_path / "serve.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == "True [\"Cannot query field 'nope' on type 'Query'.\"]", done.stderr[-2000:]
+    assert "checking on a thread instead" in done.stderr
