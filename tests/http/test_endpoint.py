@@ -37,7 +37,7 @@ def graphql_routes(api: Api) -> dict[str, Route]:
     }
 
 
-def endpoint_of(api: Api, path: str = "/graphql/v{version:int}") -> GraphQLEndpoint:
+def endpoint_of(api: Api, path: str = "/graphql/v{version:api_version}") -> GraphQLEndpoint:
     endpoint = graphql_routes(api)[path].endpoint
     assert isinstance(endpoint, GraphQLEndpoint)
     return endpoint
@@ -45,7 +45,7 @@ def endpoint_of(api: Api, path: str = "/graphql/v{version:int}") -> GraphQLEndpo
 
 async def test_the_route_table_names_the_endpoint_of_every_graphql_request(api: Api) -> None:
     routes = graphql_routes(api)
-    assert set(routes) == {"/graphql", "/graphql/v{version:int}"}
+    assert set(routes) == {"/graphql", "/graphql/v{version:api_version}"}
     for route in routes.values():
         assert {"GET", "POST"} <= (route.methods or set())
     # and nothing in front of the router answers GraphQL requests
