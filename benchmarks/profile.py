@@ -30,7 +30,7 @@ BUCKETS = [
     ("uvicorn / httptools", ("uvicorn/", "httptools")),
     ("redis-py (redis/)", ("redis/",)),
     ("JSON encode/decode (json/)", ("json/",)),
-    # py-spy shortens file names to the package part: "guarded (broker/http/api.py:12)"
+    # py-spy shortens file names to the package part: "checked (broker/http/gates.py:12)"
     ("broker code (broker/)", ("(broker/", "/broker/")),
     ("asyncio (event loop, tasks)", ("asyncio/",)),
 ]
@@ -125,10 +125,10 @@ def graphql_document_costs(rep: Report) -> str:
     from ariadne import make_executable_schema
     from graphql import parse, validate
 
-    from broker.http import api
+    from broker.http import resolvers
     from broker.http.schema import schema_text
 
-    schema = make_executable_schema(schema_text(), *api.BINDABLES)
+    schema = make_executable_schema(schema_text(), *resolvers.BINDABLES)
     lines = [
         "| document | parse | validate (spec rules) | per request if cached by query text |",
         "|---|---|---|---|",

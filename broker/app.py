@@ -6,14 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import httpx
-from ariadne import make_executable_schema
-from graphql import GraphQLError, GraphQLSchema
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import OutOfMemoryError, RedisError
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
@@ -24,16 +21,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from broker import auth, devtokens, errors, explorer
 from broker.console.routes import console_app
 from broker.fanout import FanOut
-from broker.http import api
+from broker.http.checker import Checks
+from broker.http.context import context_for
 from broker.http.endpoint import GraphQLEndpoint
-from broker.http.schema import schema_text, seed_variant
+from broker.http.failures import format_error
 from broker.logs import RequestLog
 from broker.management import Management
 from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
-from broker.storage.connection import connect
+from broker.storage.connection import UNAVAILABLE, connect
 from broker.storage.keys import Keys
 from broker.storage.replication import Replication
 from broker.storage.server import ServerRefused, ServerWatch
@@ -45,32 +43,6 @@ READY_TIMEOUT_SECONDS = 1.0
 SETUP_ATTEMPTS = 15  # start-up writes tried once a second while replicas catch up
 # Below Prometheus' default scrape timeout (10 s): a slow Redis still gives counters.
 METRICS_TIMEOUT_SECONDS = 8.0
-
-
-def format_error(
-    error: GraphQLError, debug: bool = False, metrics: Metrics | None = None
-) -> dict[str, Any]:
-    """Show users the refusals meant for them; hide internals behind a stable message."""
-    original = error.original_error
-    if isinstance(original, OutOfMemoryError):
-        # A script refused at its first write: nothing of it was stored.
-        log.warning("Redis is full (maxmemory) in %s: %s", error.path, original)
-        if metrics is not None:
-            metrics.store_full.inc()
-        error = GraphQLError(str(errors.StoreFull()), path=error.path)
-    elif isinstance(original, errors.NotReplicated):
-        if metrics is not None:
-            metrics.not_replicated.inc()
-    elif isinstance(original, RedisError):
-        log.warning("Redis error in %s: %s", error.path, original)
-        if metrics is not None:
-            metrics.redis_errors.labels("api").inc()
-        error = GraphQLError(str(errors.StorageUnavailable()), path=error.path)
-    elif original is not None and not isinstance(original, (GraphQLError, errors.BrokerError)):
-        # A ValueError (or anything else) from a bug must not show its text to users.
-        log.error("internal error in %s", error.path, exc_info=original)
-        error = GraphQLError("Internal server error", path=error.path)
-    return dict(error.formatted)
 
 
 class ApiVersion(Convertor[int]):
@@ -88,19 +60,8 @@ class ApiVersion(Convertor[int]):
 register_url_convertor("api_version", ApiVersion())
 
 
-@cache
-def schemas() -> tuple[GraphQLSchema, GraphQLSchema]:
-    """The released and the seed schema, built once per process: they depend on nothing else
-    (and building them takes longer than the rest of an app; tests build many apps)."""
-    type_defs = schema_text()
-    released = make_executable_schema(type_defs, *api.BINDABLES)
-    seed = make_executable_schema(seed_variant(type_defs), *api.BINDABLES)
-    return released, seed
-
-
 def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlette:
     """Build the app. Without `redis`, one is made from the settings (it connects lazily)."""
-    released, seed = schemas()
     metrics = Metrics()
     client = redis if redis is not None else connect(settings)
     http = httpx.AsyncClient(trust_env=False)
@@ -121,12 +82,12 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         server=server,
     )
 
-    def graphql(schema: GraphQLSchema) -> GraphQLEndpoint:
+    def graphql(seed: bool) -> GraphQLEndpoint:
         return GraphQLEndpoint(
-            schema,
+            Checks.of(settings, seed),
             settings=settings,
             authenticator=authenticator,
-            context=partial(api.context_for, broker, settings),
+            context=partial(context_for, broker, settings),
             error_formatter=partial(format_error, metrics=metrics),
         )
 
@@ -139,7 +100,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
                 await store.ping()
-        except (RedisError, OSError, TimeoutError):
+        except UNAVAILABLE:
             return JSONResponse({"status": "redis unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
@@ -184,8 +145,8 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
 
     # GET shows the explorer (when enabled); POST runs GraphQL (see broker/http/endpoint.py).
     routes: list[BaseRoute] = [
-        Route("/graphql", graphql(seed), methods=["GET", "POST"]),
-        Route("/graphql/v{version:api_version}", graphql(released), methods=["GET", "POST"]),
+        Route("/graphql", graphql(seed=True), methods=["GET", "POST"]),
+        Route("/graphql/v{version:api_version}", graphql(seed=False), methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/metrics", metrics_endpoint),

@@ -1,4 +1,4 @@
-"""Who is calling: bearer token → `Principal`, with OS2mo realm roles (checked in http/api.py).
+"""Who is calling: bearer token → `Principal`, with OS2mo realm roles (checked in http/gates.py).
 
 `BROKER_AUTH=oidc` verifies the token against the identity provider's published keys.
 `BROKER_AUTH=insecure-dev` reads the same claims without any verification, so local tests

@@ -53,6 +53,12 @@ class SubjectTooLarge(InvalidInput):
     message = "Too large subject. Only send identifiers as the subject, not data"
 
 
+class DocumentUnchecked(BrokerError):
+    """The process that checks new documents died twice on this one."""
+
+    message = "The document could not be checked; try again later."
+
+
 class NamespaceNotFound(BrokerError):
     message = "Namespace does not exist."
 

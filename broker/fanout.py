@@ -18,13 +18,17 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from uuid import UUID, uuid4
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from broker.errors import NotReplicated
 from broker.metrics import Metrics
 from broker.notify import Notifier
 from broker.settings import Settings
+from broker.storage.connection import UNAVAILABLE
 from broker.storage.store import IngestEntry, Store, stream_id_order
+
+# What a shard's writer waits out and retries (the batch stays unacknowledged).
+RETRIED: tuple[type[Exception], ...] = (*UNAVAILABLE, NotReplicated)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class FanOut:
                     recreate = False
                 await step(shard)
                 backoff = MIN_BACKOFF_SECONDS
-            except (RedisError, OSError, NotReplicated) as error:
+            except RETRIED as error:
                 # NotReplicated: the batch stays unacknowledged and is done again.
                 # The ingest stream vanished (e.g. Redis lost its data): recreate it.
                 recreate = isinstance(error, ResponseError) and "NOGROUP" in str(error)

@@ -108,14 +108,6 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-class _OnlyAtDebug(logging.Filter):
-    """Turn a logger's records into DEBUG records, dropped unless DEBUG is on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger().isEnabledFor(logging.DEBUG)
-
-
 def configure(settings: Settings) -> None:
     """Route all logging through structlog; safe to call again (e.g. in each worker)."""
     shared: list[Any] = [
@@ -160,9 +152,6 @@ def configure(settings: Settings) -> None:
     access = logging.getLogger("uvicorn.access")
     access.handlers = []
     access.propagate = False
-    ariadne = logging.getLogger("ariadne")
-    if not any(isinstance(f, _OnlyAtDebug) for f in ariadne.filters):
-        ariadne.addFilter(_OnlyAtDebug())
 
 
 class RequestLog:

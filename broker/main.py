@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from broker import logs
 from broker.app import create_app
 from broker.cli import load_settings
+from broker.http.checker import CHECKER
 
 
 def app() -> Starlette:
@@ -23,9 +24,12 @@ def app() -> Starlette:
     # cyclic garbage (graphql-core's token lists), so under such load they do come.
     gc.collect()
     gc.freeze()
-    # First sights run on a worker thread (broker/http/documents.py); the event loop waits at
-    # most one switch interval for the GIL each time it wakes. 1 ms instead of 5 halved
-    # /health/live's latency under hostile documents (benchmarks/document_cost.py); with
-    # the worker idle, as in normal operation, nothing contends and it costs nothing.
+    CHECKER.start()  # the child imports and builds the schemas while the server starts
+    # First sights are checked in a child process (broker/http/checker.py), but its
+    # queue's feeder and result threads still take the GIL in this one, on every hostile
+    # document; the event loop waits at most one switch interval for the GIL each time
+    # it wakes. 1 ms instead of 5 halved /health/live's latency under hostile documents
+    # when a thread did the checking (benchmarks/document_cost.py); idle, nothing
+    # contends and it costs nothing.
     sys.setswitchinterval(0.001)
     return app

@@ -16,10 +16,10 @@ from uuid import UUID
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from broker.errors import BrokerError
 from broker.models import Listener
+from broker.storage.connection import UNAVAILABLE
 from broker.storage.gauges import Snapshot
 
 LISTENER_LABELS = ("owner", "user_key", "ns", "routing_key")
@@ -182,7 +182,7 @@ class Metrics:
         except BrokerError:
             outcome = "refused"
             raise
-        except (RedisError, OSError):
+        except UNAVAILABLE:
             outcome = "unavailable"
             raise
         finally:

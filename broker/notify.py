@@ -20,6 +20,7 @@ from uuid import UUID
 from redis.exceptions import RedisError
 
 from broker.idle import EmptyListeners
+from broker.storage.connection import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Notifier:
         while not self._stopping.is_set():
             try:
                 await self._listen()
-            except (RedisError, OSError) as error:
+            except UNAVAILABLE as error:
                 log.warning("event notifications interrupted (%s); resubscribing", error)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), RECONNECT_SECONDS)

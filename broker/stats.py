@@ -16,8 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
+from broker.storage.connection import UNAVAILABLE
 from broker.storage.gauges import Snapshot, read_snapshot
 from broker.storage.store import Store
 
@@ -74,7 +73,7 @@ class Stats:
             started = loop.time()
             try:
                 self.latest, self._latest_at = await read_snapshot(self.store), loop.time()
-            except (RedisError, OSError) as error:
+            except UNAVAILABLE as error:
                 log.warning("stats: cannot read the event store (%s)", error)
                 self.on_error()
             finally:

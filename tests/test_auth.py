@@ -39,7 +39,9 @@ from broker.auth import (
     may_emit_into_mo,
 )
 from broker.errors import NotAuthenticated, PermissionDenied
-from broker.http.api import BINDABLES, FIELD_ROLES, Context
+from broker.http.context import Context
+from broker.http.gates import FIELD_ROLES
+from broker.http.resolvers import BINDABLES
 from broker.http.schema import schema_text
 from broker.models import Caller
 from broker.settings import DEV_OWNER, AuthMode, Settings
@@ -679,6 +681,8 @@ def _named_type(node: graphql.TypeNode) -> str:
 
 class _Info:
     """Just enough of a resolve info for a resolver's role check."""
+
+    field_nodes: tuple[Any, ...] = ()  # a mutation's selection (checked before it writes)
 
     def __init__(self, roles: frozenset[str]) -> None:
         self.context = Context(broker=None, caller=Caller(OWNER), roles=roles)  # type: ignore[arg-type]

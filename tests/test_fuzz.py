@@ -47,7 +47,7 @@ from joserfc.jwk import ECKey
 from broker import cursors
 from broker.app import create_app
 from broker.auth import ROLES
-from broker.http import api
+from broker.http import resolvers
 from broker.http.schema import schema_text
 from broker.settings import Settings
 from broker.tokens import EventToken
@@ -59,7 +59,7 @@ from tests.snapshots import snapshot
 pytestmark = pytest.mark.slow
 
 SCHEMA_TEXT = schema_text()
-SCHEMA = make_executable_schema(SCHEMA_TEXT, *api.BINDABLES)
+SCHEMA = make_executable_schema(SCHEMA_TEXT, *resolvers.BINDABLES)
 OWNER = UUID("f0000000-0000-4000-8000-00000000000f")
 AUDIENCE = "event-broker"
 ALL_ROLES = sorted(ROLES | {"admin", "os2mo"})

@@ -21,7 +21,7 @@ from joserfc.jwk import ECKey
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-import broker.http.api
+import broker.http.context
 from broker import operations
 from broker.auth import ROLES
 from broker.operations import MAX_LIST_LENGTH, MAX_PAGE_SIZE
@@ -566,9 +566,9 @@ async def test_nested_event_lists_share_one_budget_per_request(
         await send(api, "person", f"s{n}")
     await settle(api)
     query = "{ event_listeners { objects { events(limit: 5) { subject } } } }"
-    monkeypatch.setattr(broker.http.api, "EVENTS_PER_REQUEST", 15)
+    monkeypatch.setattr(broker.http.context, "EVENTS_PER_REQUEST", 15)
     assert len((await api.data(query))["event_listeners"]["objects"]) == 3
-    monkeypatch.setattr(broker.http.api, "EVENTS_PER_REQUEST", 10)
+    monkeypatch.setattr(broker.http.context, "EVENTS_PER_REQUEST", 10)
     assert (await api.error(query)).startswith("The query lists more than 10 events")
 
 

@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 
 from broker import cursors
 from broker.auth import ROLES
-from broker.http.api import BINDABLES, FIELD_ROLES
+from broker.http.gates import FIELD_ROLES
+from broker.http.resolvers import BINDABLES
 from broker.http.schema import schema_text
 from tests import clients
 from tests.conftest import Api, MakeApi

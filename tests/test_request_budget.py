@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.http import api as api_module
+from broker.http import context
 from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.conftest import Api, MakeApi
@@ -62,7 +62,7 @@ async def test_a_nested_query_over_more_listeners_than_the_budget_is_refused_by_
 
 async def test_nested_fields_of_one_request_run_a_few_at_a_time(make_api: MakeApi) -> None:
     api = await make_api()
-    await declare_many(api, 3 * api_module.NESTED_CONCURRENCY)
+    await declare_many(api, 3 * context.NESTED_CONCURRENCY)
     broker = api.app.state.broker_state["broker"]
     running = most = 0
     real = broker.listener_events
@@ -81,8 +81,8 @@ async def test_nested_fields_of_one_request_run_a_few_at_a_time(make_api: MakeAp
 
     data = await api.data(NESTED)
 
-    assert len(data["event_listeners"]["objects"]) == 3 * api_module.NESTED_CONCURRENCY
-    assert most == api_module.NESTED_CONCURRENCY
+    assert len(data["event_listeners"]["objects"]) == 3 * context.NESTED_CONCURRENCY
+    assert most == context.NESTED_CONCURRENCY
 
 
 @pytest.mark.real_redis

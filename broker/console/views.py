@@ -19,7 +19,6 @@ from urllib.parse import parse_qsl, urlsplit
 from uuid import UUID
 
 import httpx
-from redis.exceptions import RedisError
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -27,9 +26,10 @@ from starlette.templating import Jinja2Templates
 
 from broker import auth, errors, inputs
 from broker.console import signin
-from broker.http import api
+from broker.http import gates
 from broker.management import Management
 from broker.models import Caller, Listener
+from broker.storage.connection import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Page:
     form: FormData = field(default_factory=FormData)
 
     def require(self, field_name: str) -> None:
-        api.require_root_role(self.principal, field_name)
+        gates.require_root_role(self.principal, field_name)
 
     def render(self, template: str, status_code: int = 200, **context: Any) -> Response:
         session = self.request.session
@@ -149,7 +149,7 @@ class Console:
                 return _message(request, 403, "Not allowed", str(error))
             except errors.BrokerError as error:
                 return _message(request, 400, "Refused", str(error))
-            except (RedisError, OSError) as error:
+            except UNAVAILABLE as error:
                 log.warning("console: the event store is unavailable (%s)", error)
                 return _message(request, 503, "Unavailable", str(errors.StorageUnavailable()))
 

@@ -7,12 +7,10 @@ result is reused; variables are still coerced on every request. A document that
 validated cleanly is kept `Prepared`, with its compiled plan (broker/http/plans.py) when
 it is simple enough for one.
 
-A text's first sight costs up to ~10 ms of CPU (broker/http/limits.py bounds it), and a
-hostile caller can make every text new. So `first_sight` parses, validates and plans it
-on one dedicated worker thread: the event loop gets the GIL back every switch interval
-(health, fetch and acknowledge keep answering), and first sights queue behind each other
-instead of in front of everyone. Only the results are stored, on the loop; cache hits
-never leave it.
+A text's first sight is checked in a separate process (broker/http/checker.py), so
+that hostile texts, each new, cost the event loop little; first sights queue behind each
+other there instead of in front of everyone. Only the outcomes are stored, on the loop;
+cache hits never leave it.
 
 A text is kept in the cache from its second sight on: before that, its outcome is only
 handed to Ariadne's parse and validate of the same request. Real clients repeat their
@@ -25,12 +23,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from ariadne.graphql import parse_query, validate_query
 from graphql import (
     DocumentNode,
     GraphQLError,
@@ -42,23 +38,23 @@ from graphql import (
 from graphql.utilities import TypeInfo
 from graphql.validation import ASTValidationRule
 
-from broker.http.limits import DocumentLimits, query_parser
+from broker.http.checker import CHECKER, Checks, StaticAnswer, parse_checked
+from broker.http.limits import query_parser
 from broker.http.plans import Plan, compile_plan
 
 MAX_DOCUMENTS = 256
 MAX_SEEN_ONCE = 4096  # hashes of texts seen once, waiting for a second sight
 MAX_HANDED = 64  # first-sight outcomes waiting for their request's parse (normally one)
 
-# One thread for every endpoint: first sights run one at a time, whoever sends them.
-_COMPILER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graphql-first-sight")
-
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A document that parsed and validated cleanly, and its plan if it is simple."""
+    """A document that parsed and validated cleanly, its plan if it is simple, and its
+    answer if it only introspects."""
 
     document: DocumentNode
     plan: Plan | None
+    answer: StaticAnswer | None = None
 
 
 @dataclass(slots=True)
@@ -71,11 +67,11 @@ class _Validated:
 class DocumentCache:
     """Ariadne's `query_parser` and `query_validator`, remembering their results."""
 
-    def __init__(
-        self, max_documents: int = MAX_DOCUMENTS, limits: DocumentLimits | None = None
-    ) -> None:
+    def __init__(self, checks: Checks, max_documents: int = MAX_DOCUMENTS) -> None:
+        self.checks = checks
+        self.schema = checks.schema()
         self.max_documents = max_documents
-        self._parse = query_parser(limits=limits)
+        self._parse = query_parser(limits=checks.limits)
         self._documents: OrderedDict[str, DocumentNode] = OrderedDict()
         self._validated: dict[int, _Validated] = {}  # by id(document)
         self._seen_once: OrderedDict[int, None] = OrderedDict()  # hash(text); ints: no GC cost
@@ -87,72 +83,52 @@ class DocumentCache:
         """Whether `text` is in the cache (parsed and validated, cleanly or not)."""
         return text in self._documents
 
-    async def first_sight(
-        self,
-        schema: GraphQLSchema,
-        text: str,
-        rules: Collection[type[ASTValidationRule]] | None,
-        introspection: bool,
-    ) -> None:
-        """Parse, validate and plan `text` off the event loop, and remember the outcome.
-
-        `rules` and `introspection` are what the endpoint hands Ariadne, so that Ariadne's
-        own parse and validate of the same text then find this outcome in the cache.
-        """
-        # Concurrent first sights of one text (a client's burst) share one compilation.
+    async def first_sight(self, text: str, caller: Hashable) -> Prepared | None:
+        """Check `text` in the child process, and remember the outcome for Ariadne's own
+        parse and validate of the same text; what it prepared, if it is clean."""
+        # Concurrent first sights of one text (a client's burst) share one check.
         compiling = self._compiling.get(text)
         if compiling is None:
-            loop = asyncio.get_running_loop()
-            compiling = loop.run_in_executor(
-                _COMPILER, self._compile, schema, text, rules, introspection
-            )
+            compiling = asyncio.ensure_future(self._compile(text, caller))
             self._compiling[text] = compiling
             compiling.add_done_callback(lambda _: self._compiling.pop(text, None))
         outcome = await asyncio.shield(compiling)  # one caller going away cancels nothing
+        prepared = outcome.prepared if isinstance(outcome, _Validated) else None
         if self.known(text):  # another request stored it meanwhile
-            return
+            return prepared
         key = hash(text)
         if isinstance(outcome, _Validated) and key in self._seen_once:
             del self._seen_once[key]
             self._remember(text, outcome.document)
             self._validated[id(outcome.document)] = outcome
-            return
+            return prepared
         self._seen_once[key] = None
         if len(self._seen_once) > MAX_SEEN_ONCE:
             self._seen_once.popitem(last=False)
         self._handed[text] = outcome
         if len(self._handed) > MAX_HANDED:
             self._handed.popitem(last=False)
+        return prepared
 
-    def _compile(
-        self,
-        schema: GraphQLSchema,
-        text: str,
-        rules: Collection[type[ASTValidationRule]] | None,
-        introspection: bool,
-    ) -> _Validated | GraphQLError:
-        """The outcome of `text`, computed without touching the cache (on the worker thread)."""
-        try:
-            document = parse_query(None, self._parse, {"query": text})
-        except GraphQLError as error:
-            return error
-        found: list[GraphQLError] = []
+    def answered(self, text: str) -> None:
+        """`text`'s first sight was answered without Ariadne: nothing to hand over."""
+        self._handed.pop(text, None)
 
-        def collect(
-            schema: GraphQLSchema,
-            document_ast: DocumentNode,
-            rules: Collection[type[ASTValidationRule]] | None = None,
-            max_errors: int | None = None,
-            type_info: TypeInfo | None = None,
-        ) -> list[GraphQLError]:
-            found.extend(validate(schema, document_ast, rules=rules, max_errors=max_errors))
-            return found
-
-        # Ariadne's own composition of the rules (spec rules, ours, introspection's).
-        validate_query(
-            schema, document, rules, enable_introspection=introspection, query_validator=collect
-        )
-        return _Validated(document, found, _prepare(schema, document, found))
+    async def _compile(self, text: str, caller: Hashable) -> _Validated | GraphQLError:
+        """The outcome of `text`, computed without touching the cache."""
+        outcome = await CHECKER.check(self.checks, text, caller)
+        if outcome.unparsed is not None:
+            return outcome.unparsed.error(text)
+        if outcome.invalid:
+            # Ariadne validates whatever `parse` gave it; these errors are the answer, so a
+            # placeholder spares parsing the text here (each its own: see `_Validated`).
+            errors = [refusal.error(text) for refusal in outcome.invalid]
+            return _Validated(DocumentNode(definitions=()), errors, None)
+        document = parse_checked(text)
+        prepared = _prepare(self.schema, document, [])
+        if prepared is not None and outcome.answer is not None:
+            prepared = Prepared(document, prepared.plan, outcome.answer)
+        return _Validated(document, [], prepared)
 
     def parse(self, context: Any, data: dict[str, Any]) -> DocumentNode:
         text = data["query"]

@@ -8,8 +8,10 @@ once, as a compiled plan (broker/http/plans.py) or on graphql-core's executor, a
 answered exactly as Ariadne would answer them (same body, same status). Everything else
 (a document's first sight, malformed bodies, validation errors) goes to Ariadne's own
 ASGI app with the buffered body, so Ariadne stays the reference for every edge of
-GraphQL over HTTP. Skipping Starlette's request objects and Ariadne's per-request set-up
-roughly halves the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
+GraphQL over HTTP. The exception: a document that only introspects is answered as the
+checker process worked it out (broker/http/checker.py), on its first sight too.
+Skipping Starlette's request objects and Ariadne's per-request set-up roughly halves
+the CPU of a fetch or an acknowledgement (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import orjson
 from ariadne.asgi import GraphQL
 from ariadne.graphql import handle_graphql_errors, handle_query_result
 from ariadne.types import ErrorFormatter
-from graphql import ExecutionResult, GraphQLError, GraphQLSchema, execute
+from graphql import ExecutionResult, GraphQLError, execute
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from broker import errors, explorer, inputs
 from broker.auth import Authenticator, Principal
+from broker.http.checker import Checks
 from broker.http.documents import DocumentCache
-from broker.http.limits import DocumentLimits, JSONOnlyHTTPHandler, validation_rules
+from broker.http.failures import ErrorLog
+from broker.http.limits import JSONOnlyHTTPHandler
 from broker.settings import Settings
 
 JSON = b"application/json"
@@ -46,33 +50,33 @@ class GraphQLEndpoint:
 
     def __init__(
         self,
-        schema: GraphQLSchema,
+        checks: Checks,
         *,
         settings: Settings,
         authenticator: Authenticator,
         context: Callable[[Principal], Any],
         error_formatter: ErrorFormatter,
     ) -> None:
-        self.schema = schema
-        self.documents = DocumentCache(limits=DocumentLimits.of(settings))
+        self.schema = schema = checks.schema()
+        self.documents = DocumentCache(checks)
         self.authenticator = authenticator
         self.context = context
         self.error_formatter = error_formatter
         self.max_bytes = settings.max_body_bytes
-        self.rules = [*validation_rules(settings), inputs.StringLiterals]
-        self.introspection = settings.introspection
         self.fast_requests = 0  # answered without Ariadne's app (read by tests)
+        self.error_log = ErrorLog()
         self.ariadne = GraphQL(
             schema,
             context_value=self.ariadne_context,
             debug=False,
+            logger=self.error_log,
             introspection=settings.introspection,
             explorer=explorer.page_for(settings),
             error_formatter=error_formatter,
             http_handler=JSONOnlyHTTPHandler(),
             query_parser=self.documents.parse,
             query_validator=self.documents.validate,
-            validation_rules=self.rules,
+            validation_rules=checks.rules(),
         )
         # GET: the explorer page (or Ariadne's refusal), under the explorer's CSP.
         self.explorer_page = explorer.WithSecurityHeaders(self.ariadne)
@@ -124,7 +128,7 @@ class GraphQLEndpoint:
 
     async def execute_prepared(
         self, data: Any, principal: Principal
-    ) -> tuple[int, dict[str, Any]] | None:
+    ) -> tuple[int, dict[str, Any] | bytes] | None:
         """Run a request whose document is known to be valid; None hands it to Ariadne.
 
         Mirrors `ariadne.graphql.graphql` after its parse and validate steps, with no
@@ -141,14 +145,23 @@ class GraphQLEndpoint:
         if not self.documents.known(query):
             # Parse and validate off the event loop (see broker/http/documents.py). A first sight
             # goes to Ariadne, handed that outcome; from the second on, the text is cached.
-            await self.documents.first_sight(self.schema, query, self.rules, self.introspection)
+            # A document that only introspects is answered as worked out there, at once.
+            first = await self.documents.first_sight(query, principal.owner)
+            answer = (
+                None if first is None or first.answer is None else first.answer.of(operation_name)
+            )
+            if answer is not None:
+                self.documents.answered(query)
+                return 200, answer
             if not self.documents.known(query):
                 return None
         prepared = self.documents.prepared(query)
         if prepared is None:
             return None
+        if prepared.answer is not None and (answer := prepared.answer.of(operation_name)):
+            return 200, answer
         options: dict[str, Any] = {
-            "logger": None,
+            "logger": self.error_log,
             "error_formatter": self.error_formatter,
             "debug": False,
         }
@@ -221,10 +234,10 @@ def replay(body: bytes, receive: Receive) -> Receive:
 async def respond(
     send: Send,
     status: int,
-    content: dict[str, Any],
+    content: dict[str, Any] | bytes,
     headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    body = orjson.dumps(content)
+    body = content if isinstance(content, bytes) else orjson.dumps(content)
     await send(
         {
             "type": "http.response.start",

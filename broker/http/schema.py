@@ -1,13 +1,17 @@
-"""Loads `schema.graphql` (the API contract) and derives the seed-era variant from it."""
+"""Loads `schema.graphql` (the API contract), derives the seed-era variant from it, and binds
+both to the resolvers."""
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from ariadne import make_executable_schema
 from graphql import (
     DocumentNode,
     FieldDefinitionNode,
+    GraphQLSchema,
     NamedTypeNode,
     NameNode,
     NonNullTypeNode,
@@ -15,6 +19,18 @@ from graphql import (
     parse,
     print_ast,
 )
+
+from broker.http import resolvers
+
+
+@cache
+def schemas() -> tuple[GraphQLSchema, GraphQLSchema]:
+    """The released and the seed schema, built once per process: they depend on nothing else
+    (and building them takes longer than the rest of an app; tests build many apps)."""
+    type_defs = schema_text()
+    released = make_executable_schema(type_defs, *resolvers.BINDABLES)
+    seed = make_executable_schema(seed_variant(type_defs), *resolvers.BINDABLES)
+    return released, seed
 
 
 def schema_text() -> str:

@@ -7,15 +7,13 @@ import asyncio
 import contextlib
 import logging
 
-from redis.exceptions import RedisError
-
 from broker.errors import BrokerError
 from broker.models import MO_NAMESPACE, Caller
 from broker.notify import Notifier
 from broker.operations import SYSTEM_OWNER, Broker
 from broker.relay.metrics import RelayMetrics
 from broker.settings import Settings
-from broker.storage.connection import connect
+from broker.storage.connection import UNAVAILABLE, connect
 from broker.storage.keys import Keys
 from broker.storage.replication import Replication
 from broker.storage.server import ServerWatch
@@ -72,7 +70,7 @@ class MoSink:
                 return True
             except BrokerError as error:
                 raise Refused(str(error)) from error
-            except (RedisError, OSError) as error:
+            except UNAVAILABLE as error:
                 self.metrics.store_errors.inc()
                 log.warning("cannot store an event in the broker (%s); retrying", error)
             if self.stopping.is_set():
@@ -88,7 +86,7 @@ class MoSink:
         try:
             async with asyncio.timeout(1.0):
                 return await self.store.ping()
-        except (RedisError, OSError, TimeoutError):
+        except UNAVAILABLE:
             return False
 
     def stop(self) -> None:

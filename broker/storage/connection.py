@@ -10,11 +10,18 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from broker.settings import Settings
 from broker.storage.store import RedisClient
 
 POOL_WAIT_SECONDS = 5.0  # longest a command waits for a free Redis connection
+
+# What the client raises when the store cannot answer right now: redis-py's own errors,
+# the sockets', and those of a cluster that is reconfiguring (during a failover a slot
+# can be uncovered for a moment: SlotNotCoveredError, which is no RedisError). OSError
+# covers `asyncio.timeout`'s TimeoutError too.
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, OSError, RedisClusterException)
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from broker.settings import Settings
+from broker.storage.connection import UNAVAILABLE
 from broker.storage.replication import Replication
 
 log = logging.getLogger(__name__)
@@ -175,5 +176,5 @@ class ServerWatch:
                 await self.check()
             except ServerRefused as error:
                 log.error("%s", error)
-            except (RedisError, OSError) as error:
+            except UNAVAILABLE as error:
                 log.debug("server check: %s", error)

@@ -7,13 +7,15 @@ below is sent twice and both answers must be the same, byte for byte.
 
 from __future__ import annotations
 
-import threading
+import os
 from typing import Any
 
 import httpx
 import pytest
+from graphql import get_introspection_query, graphql_sync
 from starlette.routing import Route
 
+from broker.http import checker
 from broker.http.endpoint import GraphQLEndpoint, read_body
 from tests import clients
 from tests.clients import declare, send, settle
@@ -35,7 +37,7 @@ def graphql_routes(api: Api) -> dict[str, Route]:
     }
 
 
-def endpoint_of(api: Api, path: str = "/graphql/v{version:int}") -> GraphQLEndpoint:
+def endpoint_of(api: Api, path: str = "/graphql/v{version:api_version}") -> GraphQLEndpoint:
     endpoint = graphql_routes(api)[path].endpoint
     assert isinstance(endpoint, GraphQLEndpoint)
     return endpoint
@@ -43,7 +45,7 @@ def endpoint_of(api: Api, path: str = "/graphql/v{version:int}") -> GraphQLEndpo
 
 async def test_the_route_table_names_the_endpoint_of_every_graphql_request(api: Api) -> None:
     routes = graphql_routes(api)
-    assert set(routes) == {"/graphql", "/graphql/v{version:int}"}
+    assert set(routes) == {"/graphql", "/graphql/v{version:api_version}"}
     for route in routes.values():
         assert {"GET", "POST"} <= (route.methods or set())
     # and nothing in front of the router answers GraphQL requests
@@ -246,22 +248,25 @@ async def test_a_malformed_uuid_gets_the_fixed_message(api: Api, listener: Any) 
     assert "error 'Could not parse UUID'" in message, message
 
 
-async def test_a_first_sight_is_parsed_off_the_event_loop(api: Api) -> None:
-    endpoint = endpoint_of(api)
-    threads = []
-    parse = endpoint.documents._parse
+async def test_a_first_sight_is_checked_in_another_process(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked_in: list[int] = []
+    check = checker.CHECKER.check
 
-    def recording(context: Any, data: dict[str, Any]) -> Any:
-        threads.append(threading.current_thread())
-        return parse(context, data)
+    async def recording(checks: checker.Checks, text: str, caller: Any) -> checker.Outcome:
+        outcome = await check(checks, text, caller)
+        checked_in.append(await checker.CHECKER.pid())
+        return outcome
 
-    endpoint.documents._parse = recording
-    query = "{ __typename } # never seen"
-    for _ in range(3):  # the first sight, the second (kept from then on), a cache hit
-        response = await api.http.post("/graphql/v25", json={"query": query})
-        assert response.json() == {"data": {"__typename": "Query"}}
-    assert len(threads) == 2
-    assert threading.current_thread() not in threads
+    monkeypatch.setattr(checker.CHECKER, "check", recording)
+    for query in ("{ __typename } # never seen", "{ nope } # never seen", "{ __typename"):
+        answers = [await api.http.post("/graphql/v25", json={"query": query}) for _ in range(3)]
+        assert answers[0].text == answers[1].text == answers[2].text
+    # Checked until kept (from the second sight on), so the third sight is a cache hit;
+    # a text that does not parse is never kept.
+    assert len(checked_in) == 2 + 2 + 3
+    assert os.getpid() not in checked_in
 
 
 async def test_a_document_is_kept_from_its_second_sight_on(api: Api) -> None:
@@ -279,3 +284,25 @@ async def test_a_refused_document_answers_the_same_on_every_sight(api: Api, quer
     assert {answer.status_code for answer in answers} == {400}
     assert answers[0].text == answers[1].text == answers[2].text
     assert "errors" in answers[0].json()
+
+
+async def test_a_document_that_only_introspects_is_answered_as_graphql_core_would(
+    api: Api,
+) -> None:
+    query = get_introspection_query(True, True, True, True, True) + "\n# only introspects"
+    endpoint = endpoint_of(api)
+    expected = graphql_sync(endpoint.schema, query)
+    assert expected.errors is None
+    for operation_name in (None, "IntrospectionQuery", None):  # first sights, then cached
+        payload = {"query": query, "operationName": operation_name}
+        response = await api.http.post("/graphql/v25", json=payload)
+        assert response.status_code == 200
+        assert response.json() == {"data": expected.data}
+    assert endpoint.fast_requests == 3  # worked out in the checker process, first sight too
+    other = [
+        await api.http.post("/graphql/v25", json={"query": query, "operationName": "Other"})
+        for _ in range(2)
+    ]
+    assert other[0].status_code == other[1].status_code == 400
+    assert other[0].json() == other[1].json()
+    assert "Unknown operation named 'Other'" in other[0].json()["errors"][0]["message"]

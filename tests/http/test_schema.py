@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from graphql import GraphQLNonNull, GraphQLObjectType, build_schema
 
-from broker.http import api
+from broker.http import resolvers
 from broker.http.schema import schema_text, seed_variant
 
 
@@ -16,8 +16,8 @@ def _root_fields(name: str) -> set[str]:
 
 
 def test_every_query_and_mutation_field_has_a_resolver_and_vice_versa() -> None:
-    assert set(api.query._resolvers) == _root_fields("Query")
-    assert set(api.mutation._resolvers) == _root_fields("Mutation")
+    assert set(resolvers.query._resolvers) == _root_fields("Query")
+    assert set(resolvers.mutation._resolvers) == _root_fields("Mutation")
 
 
 def test_variable_types_real_clients_name_exist() -> None:
