@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from broker import auth, devtokens, errors, explorer
 from broker.console.routes import console_app
 from broker.fanout import FanOut
-from broker.http import api
+from broker.http import api, metrics_access
 from broker.http.endpoint import GraphQLEndpoint
 from broker.http.schema import schema_text, seed_variant
 from broker.logs import RequestLog
@@ -188,7 +188,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         Route("/graphql/v{version:api_version}", graphql(released), methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
-        Route("/metrics", metrics_endpoint),
+        Route("/metrics", metrics_access.guarded(settings, metrics_endpoint)),
     ]
     if settings.explorer:
         routes.append(Mount(explorer.ASSETS_PATH, explorer.assets()))

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from broker import logs
 from broker.auth import check_bind_address
+from broker.http import metrics_access
 from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import AuthMode, Settings
 from broker.storage.embedded import EmbeddedRedis
@@ -75,6 +76,8 @@ def serve(host: str, port: int, workers: int) -> None:
         log.warning(
             "BROKER_AUTH=insecure-dev: callers are NOT authenticated; token claims are trusted"
         )
+    if metrics_access.is_closed(settings):
+        log.warning(metrics_access.CLOSED_WARNING)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
     with redis_for(settings):
