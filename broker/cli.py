@@ -22,6 +22,9 @@ from broker.storage.embedded import EmbeddedRedis
 
 log = logging.getLogger("broker")
 
+# Settings whose values a start-up error must not repeat (passwords, secrets, tokens).
+SECRET_WORDS = ("password", "secret", "token")
+
 
 def load_settings() -> Settings:
     """Settings from the environment; a bad one stops start-up with one line saying why."""
@@ -29,9 +32,13 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         for problem in error.errors():
-            where = "BROKER_" + "_".join(str(part) for part in problem["loc"]).upper()
-            if not problem["loc"]:
-                where = "settings"
+            name = "_".join(str(part) for part in problem["loc"])
+            if not name:
+                # A check across settings: its input is all of them, secrets included.
+                sys.exit(f"invalid settings: {problem['msg']}")
+            where = f"BROKER_{name.upper()}"
+            if any(word in name for word in SECRET_WORDS):
+                sys.exit(f"invalid setting {where}: {problem['msg']}")
             sys.exit(f"invalid setting {where}: {problem['msg']} (got {problem.get('input')!r})")
         raise
 
