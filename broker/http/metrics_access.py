@@ -3,6 +3,9 @@
 With `BROKER_METRICS_TOKEN` set, a scrape must send it as a bearer token (Prometheus'
 `authorization` setting). Without one, `/metrics` stays open in `insecure-dev`, and in
 `oidc` mode is refused unless `BROKER_METRICS_PUBLIC=true` says to serve it to anyone.
+A refused scrape reads nothing from Redis. The check wraps the one route it guards, where
+the route table shows it, rather than Starlette's AuthenticationMiddleware, which would
+run for every request to every route.
 """
 
 from __future__ import annotations
