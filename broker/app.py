@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from broker import auth, devtokens, errors, explorer
 from broker.console.routes import console_app
 from broker.fanout import FanOut
+from broker.http import metrics_access
 from broker.http.checker import Checks
 from broker.http.context import context_for
 from broker.http.endpoint import GraphQLEndpoint
@@ -149,7 +150,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         Route("/graphql/v{version:api_version}", graphql(seed=False), methods=["GET", "POST"]),
         Route("/health/live", live),
         Route("/health/ready", ready),
-        Route("/metrics", metrics_endpoint),
+        Route("/metrics", metrics_access.guarded(settings, metrics_endpoint)),
     ]
     if settings.explorer:
         routes.append(Mount(explorer.ASSETS_PATH, explorer.assets()))

@@ -15,11 +15,15 @@ from pydantic import ValidationError
 
 from broker import logs
 from broker.auth import check_bind_address
+from broker.http import metrics_access
 from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import AuthMode, Settings
 from broker.storage.embedded import EmbeddedRedis
 
 log = logging.getLogger("broker")
+
+# Settings whose values a start-up error must not repeat (passwords, secrets, tokens).
+SECRET_WORDS = ("password", "secret", "token")
 
 
 def load_settings() -> Settings:
@@ -28,9 +32,13 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as error:
         for problem in error.errors():
-            where = "BROKER_" + "_".join(str(part) for part in problem["loc"]).upper()
-            if not problem["loc"]:
-                where = "settings"
+            name = "_".join(str(part) for part in problem["loc"])
+            if not name:
+                # A check across settings: its input is all of them, secrets included.
+                sys.exit(f"invalid settings: {problem['msg']}")
+            where = f"BROKER_{name.upper()}"
+            if any(word in name for word in SECRET_WORDS):
+                sys.exit(f"invalid setting {where}: {problem['msg']}")
             sys.exit(f"invalid setting {where}: {problem['msg']} (got {problem.get('input')!r})")
         raise
 
@@ -75,6 +83,8 @@ def serve(host: str, port: int, workers: int) -> None:
         log.warning(
             "BROKER_AUTH=insecure-dev: callers are NOT authenticated; token claims are trusted"
         )
+    if metrics_access.is_closed(settings):
+        log.warning(metrics_access.CLOSED_WARNING)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
     with redis_for(settings):

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Annotated, Self
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Owner used for every caller while authentication is `insecure-dev` and the
 # request carries no token (issue: security). Stable so a restart keeps ownership.
 DEV_OWNER = UUID("00000000-0000-4000-8000-000000000001")
+MIN_METRICS_TOKEN = 16  # characters: a guessable token would open /metrics to anyone
 
 
 class AuthMode(StrEnum):
@@ -129,6 +130,14 @@ class Settings(BaseSettings):
     admin_role: str = "admin"
     mo_emitter_role: str = "os2mo"
     mo_emitters: Annotated[list[UUID], NoDecode] = []
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token (16+ characters) that GET /metrics requires; unset: open "
+        "in insecure-dev, refused (403) in oidc unless metrics_public.",
+    )
+    metrics_public: bool = Field(
+        default=False, description="In oidc mode without a metrics token, serve /metrics to anyone."
+    )
     explorer: bool = True
     introspection: bool = True
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -216,6 +225,13 @@ class Settings(BaseSettings):
                     data[name] = _split_list(data[name])
         return data
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _strip_token(cls, value: object) -> object:
+        # As Prometheus trims its credentials file: a Secret made from a file with a
+        # trailing newline still matches.
+        return value.strip() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.redis_url is not None and not self.redis_url.strip():
@@ -233,6 +249,10 @@ class Settings(BaseSettings):
             raise ValueError("BROKER_RETRY_MAX_SECONDS must be >= BROKER_RETRY_MIN_SECONDS")
         if self.auth is AuthMode.OIDC and not (self.oidc_issuer or self.oidc_jwks_url):
             raise ValueError("BROKER_AUTH=oidc needs BROKER_OIDC_ISSUER or BROKER_OIDC_JWKS_URL")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN:
+            raise ValueError(
+                f"BROKER_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} characters"
+            )
         if self.console_client_id and not self.console_session_secret:
             raise ValueError("BROKER_CONSOLE_CLIENT_ID needs BROKER_CONSOLE_SESSION_SECRET")
         if self.console_client_id and not self.oidc_issuer:

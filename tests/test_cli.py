@@ -7,8 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.processes import Process, broker_env
 
@@ -48,6 +50,56 @@ def test_bad_setting_stops_start_up_with_one_clear_line(name: str, value: str) -
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert name in lines[0] and value in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "secret"),
+    [
+        # A check across settings sees all of them: it names none of their values.
+        (
+            {
+                "BROKER_RETRY_MIN_SECONDS": "100",
+                "BROKER_RETRY_MAX_SECONDS": "10",
+                "BROKER_REDIS_PASSWORD": "hunter2-password",
+            },
+            "hunter2-password",
+        ),
+        ({"BROKER_METRICS_TOKEN": "short-secret"}, "short-secret"),
+        ({"BROKER_CONSOLE_SESSION_SECRET": "short-session-key"}, "short-session-key"),
+    ],
+)
+def test_a_bad_setting_never_repeats_a_secret(settings: dict[str, str], secret: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "broker", "serve"],
+        env=broker_env(**settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("invalid setting")
+    assert secret not in result.stderr + result.stdout
+
+
+def test_oidc_without_a_metrics_token_warns_once_and_refuses_scrapes(
+    redis_server: EmbeddedRedis, tmp_path: Path, processes: list[Process]
+) -> None:
+    env = broker_env(
+        BROKER_REDIS_URL=redis_server.url,
+        BROKER_AUTH="oidc",
+        BROKER_OIDC_JWKS_URL="http://127.0.0.1:9/certs",
+        BROKER_KEY_PREFIX="cli-metrics",
+    )
+    broker = Process(env, tmp_path / "broker.log")
+    processes.append(broker)
+
+    response = httpx.get(f"{broker.url}/metrics")
+
+    assert response.status_code == 403
+    assert broker.stop() == 0
+    warnings = [line for line in broker.output().splitlines() if "BROKER_METRICS_TOKEN" in line]
+    assert len(warnings) == 1 and "warning" in warnings[0].lower(), broker.output()
+    assert "Traceback" not in broker.output()
 
 
 def test_without_redis_url_it_runs_an_embedded_server_and_a_restart_loses_nothing(

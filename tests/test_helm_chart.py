@@ -61,6 +61,11 @@ def only(manifests: list[Manifest], kind: str) -> Manifest:
     return found[0]
 
 
+def secret(manifests: list[Manifest], name: str) -> Manifest:
+    (found,) = [m for m in manifests if m["kind"] == "Secret" and m["metadata"]["name"] == name]
+    return found
+
+
 def pod_spec(manifests: list[Manifest]) -> dict[str, Any]:
     spec: dict[str, Any] = only(manifests, "Deployment")["spec"]["template"]["spec"]
     return spec
@@ -126,7 +131,8 @@ def test_every_rendered_object_is_valid_kubernetes(values_name: str) -> None:
 def test_defaults_render_only_the_core_objects(default: list[Manifest]) -> None:
     kinds = sorted(manifest["kind"] for manifest in default)
 
-    assert kinds == ["Deployment", "Pod", "Secret", "Service", "ServiceAccount"]
+    # The Secrets: Redis' and the metrics token's.
+    assert kinds == ["Deployment", "Pod", "Secret", "Secret", "Service", "ServiceAccount"]
 
 
 def test_every_switch_renders_its_object(everything: list[Manifest]) -> None:
@@ -194,16 +200,16 @@ def test_service_exposes_http_on_8000(default: list[Manifest]) -> None:
 
 
 def test_created_secret_holds_the_redis_url_the_pod_reads(minimal: list[Manifest]) -> None:
-    secret = only(minimal, "Secret")
+    redis = secret(minimal, "event-broker-redis")
     variables = env(minimal)
     url_ref = variables["BROKER_REDIS_URL"]["valueFrom"]["secretKeyRef"]
     password_ref = variables["BROKER_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
 
-    assert base64.b64decode(secret["data"]["redis-url"]).decode() == "redis://redis.mo.svc:6379/0"
-    assert "redis-password" not in secret["data"]
-    assert url_ref == {"name": secret["metadata"]["name"], "key": "redis-url"}
+    assert base64.b64decode(redis["data"]["redis-url"]).decode() == "redis://redis.mo.svc:6379/0"
+    assert "redis-password" not in redis["data"]
+    assert url_ref == {"name": "event-broker-redis", "key": "redis-url"}
     assert password_ref == {
-        "name": secret["metadata"]["name"],
+        "name": "event-broker-redis",
         "key": "redis-password",
         "optional": True,
     }
@@ -212,7 +218,9 @@ def test_created_secret_holds_the_redis_url_the_pod_reads(minimal: list[Manifest
 def test_created_secret_carries_the_password_when_given() -> None:
     manifests = render({"redis": {"url": "redis://redis:6379", "password": "s3cret"}})
 
-    assert base64.b64decode(only(manifests, "Secret")["data"]["redis-password"]) == b"s3cret"
+    redis = secret(manifests, "event-broker-redis")
+
+    assert base64.b64decode(redis["data"]["redis-password"]) == b"s3cret"
 
 
 def test_existing_secret_is_referenced_and_none_is_created(everything: list[Manifest]) -> None:
@@ -356,8 +364,60 @@ def test_service_monitor_scrapes_metrics_on_http(everything: list[Manifest]) -> 
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     assert monitor["spec"]["endpoints"] == [
-        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
+        {
+            "port": "http",
+            "path": "/metrics",
+            "interval": "15s",
+            "scrapeTimeout": "5s",
+            "authorization": {
+                "type": "Bearer",
+                "credentials": {"name": "mo-events-metrics", "key": "token"},
+            },
+        }
     ]
+
+
+def test_a_generated_metrics_token_is_in_a_secret_the_broker_and_the_monitor_read() -> None:
+    manifests = render(
+        {"redis": {"url": "redis://redis:6379"}, "serviceMonitor": {"enabled": True}}
+    )
+    token = base64.b64decode(secret(manifests, "event-broker-metrics")["data"]["metrics-token"])
+    reference = {"name": "event-broker-metrics", "key": "metrics-token"}
+    (endpoint,) = only(manifests, "ServiceMonitor")["spec"]["endpoints"]
+
+    assert len(token) >= 32 and token.isalnum()
+    assert env(manifests)["BROKER_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"] == reference
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": reference}
+    # A generated token stays across upgrades, so it must not roll the pods.
+    annotations = only(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/metrics-token" not in annotations
+
+
+def test_a_metrics_token_from_the_values_goes_into_the_secret_and_rolls_the_pods() -> None:
+    values = {"redis": {"url": "redis://redis:6379"}, "metrics": {"token": "t" * 20}}
+    first, second = render(values), render({**values, "metrics": {"token": "u" * 20}})
+    template = [only(m, "Deployment")["spec"]["template"]["metadata"] for m in (first, second)]
+
+    assert secret(first, "event-broker-metrics")["data"]["metrics-token"] == (
+        base64.b64encode(b"t" * 20).decode()
+    )
+    assert (
+        template[0]["annotations"]["checksum/metrics-token"]
+        != template[1]["annotations"]["checksum/metrics-token"]
+    )
+
+
+def test_an_existing_metrics_secret_is_what_the_broker_reads(everything: list[Manifest]) -> None:
+    reference = env(everything)["BROKER_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]
+
+    assert reference == {"name": "mo-events-metrics", "key": "token"}
+
+
+def test_a_metrics_token_and_an_existing_secret_are_refused_together() -> None:
+    values = {"metrics": {"token": "t" * 20, "existingSecret": "mine"}}
+
+    with pytest.raises(helm.HelmRenderError, match="exclude each other"):
+        render(values)
 
 
 def test_helm_test_pod_waits_for_readiness(default: list[Manifest]) -> None:
@@ -377,6 +437,8 @@ def test_helm_test_pod_waits_for_readiness(default: list[Manifest]) -> None:
         ({"replicaCount": "two"}, "want integer"),
         ({"auth": {"mode": "none"}}, "/auth/mode"),
         ({"auth": {"moEmitters": ["not-a-uuid"]}}, "/auth/moEmitters/0"),
+        ({"metrics": {"token": "too-short"}}, "/metrics/token"),
+        ({"metrics": {"token": " " + "t" * 20}}, "/metrics/token"),
     ],
 )
 def test_schema_rejects_bad_values(values: dict[str, Any], complaint: str) -> None:
@@ -410,7 +472,7 @@ def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
         }
     )
     variables = env(manifests)
-    secret = only(manifests, "Secret")
+    redis = secret(manifests, "event-broker-redis")
 
     assert "BROKER_REDIS_URL" not in variables
     assert (
@@ -419,11 +481,11 @@ def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
     assert variables["BROKER_REDIS_SENTINEL_MASTER"]["value"] == "mymaster"
     assert variables["BROKER_REDIS_WAIT_REPLICAS"]["value"] == "1"
     assert variables["BROKER_REDIS_SENTINEL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": secret["metadata"]["name"],
+        "name": "event-broker-redis",
         "key": "sentinel-password",
         "optional": True,
     }
-    assert base64.b64decode(secret["data"]["sentinel-password"]) == b"sentinel-secret"
+    assert base64.b64decode(redis["data"]["sentinel-password"]) == b"sentinel-secret"
 
 
 def test_sentinel_and_cluster_exclude_each_other() -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
-from broker.settings import DEV_OWNER
+from broker.settings import DEV_OWNER, AuthMode, Settings
 from broker.storage import gauges
 from broker.storage import store as store_module
 from tests import clients
@@ -162,3 +165,113 @@ async def test_each_listener_gets_its_own_figures_when_one_call_reads_several(
 
     for n in range(5):
         assert samples["os2mo_events", listener_labels(f"l{n}", f"key{n}", silenced="false")] == n
+
+
+# Who may scrape (broker/http/metrics_access.py) -------------------------------------------------
+
+TOKEN = "scrape-token-0123456789abcdef"
+OIDC = {"auth": AuthMode.OIDC, "oidc_jwks_url": "http://127.0.0.1:9/certs"}
+
+
+def assert_refused_plainly(response: httpx.Response, status: int) -> None:
+    """Refused with one line of text that shows nothing of what /metrics holds."""
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/plain")
+    assert len(response.text.strip().splitlines()) == 1
+    assert "os2mo_" not in response.text and "broker_" not in response.text
+
+
+def assert_logged_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing above INFO, and no traceback, about a refused scrape."""
+    assert [record for record in caplog.records if record.levelno > logging.INFO] == []
+    assert all(record.exc_info is None for record in caplog.records)
+    assert "Traceback" not in caplog.text
+
+
+async def test_metrics_are_open_without_a_token_in_insecure_dev(api: Api) -> None:
+    await clients.declare(api, "person", "open")
+
+    _, samples = await scrape(api)
+
+    assert samples["os2mo_events", listener_labels("open", "person", silenced="false")] == 0
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer wrong-token-0123456789abcdef",
+        f"Bearer {TOKEN}x",
+        f"Basic {TOKEN}",
+        "Bearer",
+        f"Bearer {TOKEN} {TOKEN}",
+        "Bearer " + "x" * 20_000,
+        b"Bearer \xff\xfe not ascii",
+    ],
+)
+async def test_with_a_token_a_scrape_without_it_gets_401(
+    make_api: MakeApi, caplog: pytest.LogCaptureFixture, authorization: str | bytes | None
+) -> None:
+    api = await make_api(metrics_token=TOKEN)
+    await clients.declare(api, "person", "private-user-key")
+    headers = {} if authorization is None else {"Authorization": authorization}
+    caplog.clear()
+
+    with caplog.at_level(logging.DEBUG):
+        response = await api.http.get("/metrics", headers=headers)
+
+    assert_refused_plainly(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "private-user-key" not in response.text
+    assert_logged_quietly(caplog)
+
+
+async def test_with_a_token_a_scrape_that_sends_it_gets_the_metrics(make_api: MakeApi) -> None:
+    # Whitespace around the configured token is dropped, as Prometheus trims its file.
+    api = await make_api(metrics_token=f" {TOKEN}\n")
+    await clients.declare(api, "person", "scraped")
+    api.http.headers["Authorization"] = f"bearer {TOKEN}"  # the scheme is case-insensitive
+
+    _, samples = await scrape(api)
+
+    assert samples["os2mo_events", listener_labels("scraped", "person", silenced="false")] == 0
+
+
+async def test_in_oidc_mode_without_a_token_metrics_answer_403_saying_how_to_open_them(
+    make_api: MakeApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await make_api(**OIDC)
+    caplog.clear()
+
+    with caplog.at_level(logging.DEBUG):
+        response = await api.http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert_refused_plainly(response, 403)
+    assert (
+        "set BROKER_METRICS_TOKEN, or BROKER_METRICS_PUBLIC=true to serve it to anyone"
+        in response.text
+    )
+    assert_logged_quietly(caplog)
+
+
+async def test_in_oidc_mode_metrics_made_public_are_served_to_anyone(make_api: MakeApi) -> None:
+    api = await make_api(**OIDC, metrics_public=True)
+
+    _, samples = await scrape(api)
+
+    assert ("broker_redeliveries_total", frozenset()) in samples
+
+
+async def test_in_oidc_mode_a_token_is_needed_even_when_metrics_are_public(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(**OIDC, metrics_public=True, metrics_token=TOKEN)
+
+    assert_refused_plainly(await api.http.get("/metrics"), 401)
+    api.http.headers["Authorization"] = f"Bearer {TOKEN}"
+    await scrape(api)
+
+
+def test_a_short_metrics_token_is_refused_at_start_up() -> None:
+    with pytest.raises(ValidationError, match="BROKER_METRICS_TOKEN must be at least 16"):
+        Settings(metrics_token=" " + "x" * 15 + " ")

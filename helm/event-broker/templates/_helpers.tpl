@@ -63,3 +63,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "event-broker.sentinelPasswordKey" -}}
 {{- if .Values.redis.existingSecret }}{{ .Values.redis.sentinel.existingSecretPasswordKey }}{{ else }}sentinel-password{{ end }}
 {{- end }}
+
+{{/* The Secret holding the token GET /metrics asks for: the user's, or the one this chart creates. */}}
+{{- define "event-broker.metricsSecretName" -}}
+{{- .Values.metrics.existingSecret | default (printf "%s-metrics" (include "event-broker.fullname" .)) }}
+{{- end }}
+
+{{- define "event-broker.metricsTokenKey" -}}
+{{- if .Values.metrics.existingSecret }}{{ .Values.metrics.existingSecretKey }}{{ else }}metrics-token{{ end }}
+{{- end }}
