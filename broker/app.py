@@ -23,7 +23,7 @@ from broker.console.routes import console_app
 from broker.fanout import FanOut
 from broker.http import metrics_access
 from broker.http.checker import Checks
-from broker.http.context import context_for
+from broker.http.context import CallerSlots, context_for
 from broker.http.endpoint import GraphQLEndpoint
 from broker.http.failures import format_error
 from broker.logs import RequestLog
@@ -83,12 +83,15 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         server=server,
     )
 
+    # Nested per-object work in flight, per caller over all its requests on both routes.
+    slots = CallerSlots()
+
     def graphql(seed: bool) -> GraphQLEndpoint:
         return GraphQLEndpoint(
             Checks.of(settings, seed),
             settings=settings,
             authenticator=authenticator,
-            context=partial(context_for, broker, settings),
+            context=partial(context_for, broker, settings, slots),
             error_formatter=partial(format_error, metrics=metrics),
         )
 

@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         description="Listeners one owner may hold; further declares are refused.",
     )
     max_nested_per_request: int = Field(
-        default=1000,
+        default=200,
         ge=1,
         description="Nested per-object fields that read Redis (e.g. `Listener.events`) one "
         "request may resolve; past it the request gets an error.",

@@ -1,8 +1,8 @@
-"""No request takes the pool: nested per-listener fields are capped and budgeted per request.
+"""No request takes the pool: nested per-object fields are capped per caller and per request.
 
-`Listener.events` under `event_listeners` runs one Redis read per listener. A request
-runs at most `NESTED_CONCURRENCY` of them at once and at most
-BROKER_MAX_NESTED_PER_REQUEST in all; past that it answers an error naming the root
+`Listener.events` under `event_listeners` runs one Redis read per listener. A caller
+runs at most `NESTED_CONCURRENCY` of them at once over all its requests, and a request at
+most BROKER_MAX_NESTED_PER_REQUEST in all; past that it answers an error naming the root
 field and the filters to narrow it with, and stops reading Redis.
 """
 
@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
 
 from broker.http import context
+from broker.models import Caller
 from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.conftest import Api, MakeApi
+from tests.jwks_server import unsigned
 from tests.processes import Process, broker_env
 
 NESTED = """
@@ -60,29 +63,39 @@ async def test_a_nested_query_over_more_listeners_than_the_budget_is_refused_by_
     assert (await api.data(LIMITED))["event_listeners"]["objects"]
 
 
-async def test_nested_fields_of_one_request_run_a_few_at_a_time(make_api: MakeApi) -> None:
+async def test_nested_fields_of_one_callers_requests_run_a_few_at_a_time_in_all(
+    make_api: MakeApi,
+) -> None:
     api = await make_api()
     await declare_many(api, 3 * context.NESTED_CONCURRENCY)
+    someone_else = uuid4()
+    other = {"Authorization": "Bearer " + unsigned({"alg": "none"}, {"uuid": str(someone_else)})}
+    declare = {"input": {"namespace": "mo", "user_key": "other", "routing_key": "person"}}
+    await api.data(clients.DECLARE_LISTENER, declare, headers=other)
     broker = api.app.state.broker_state["broker"]
     running = most = 0
     real = broker.listener_events
 
-    async def tracked(*args: Any, **kwargs: Any) -> Any:
+    async def tracked(caller: Caller, *args: Any, **kwargs: Any) -> Any:
         nonlocal running, most
-        running += 1
+        mine = caller.owner != someone_else
+        running += mine
         most = max(most, running)
         try:
             await asyncio.sleep(0.01)
-            return await real(*args, **kwargs)
+            return await real(caller, *args, **kwargs)
         finally:
-            running -= 1
+            running -= mine
 
     broker.listener_events = tracked
+    # Three requests of one caller at once, and another caller's beside them.
+    answers = await asyncio.gather(
+        *(api.data(NESTED) for _ in range(3)), api.data(NESTED, headers=other)
+    )
 
-    data = await api.data(NESTED)
-
-    assert len(data["event_listeners"]["objects"]) == 3 * context.NESTED_CONCURRENCY
-    assert most == context.NESTED_CONCURRENCY
+    for data in answers:  # listings show every listener (events only to their owner)
+        assert len(data["event_listeners"]["objects"]) == 3 * context.NESTED_CONCURRENCY + 1
+    assert most == context.NESTED_CONCURRENCY  # for the caller in all, not per request
 
 
 @pytest.mark.real_redis

@@ -21,11 +21,43 @@ from broker.settings import Settings
 EVENTS_PER_REQUEST = 10_000
 # How many nested per-object fields that read Redis (`Listener.events`,
 # `Namespace.listeners`, an uncached `Listener.namespace` or `FullEvent.listener`) run at
-# once in one request, and how many one request may resolve (BROKER_MAX_NESTED_PER_REQUEST):
-# one query over thousands of listeners must not take the connection pool from every
-# other caller. The default budget fits the default listener quota.
+# once for one caller, over all of its requests (`CallerSlots`), and how many one request
+# may resolve (BROKER_MAX_NESTED_PER_REQUEST): queries over thousands of listeners, sent
+# by one caller from many clients at once, must not take the connection pool or the
+# event loop from every other caller.
 NESTED_CONCURRENCY = 8
-NESTED_PER_REQUEST = 1000
+
+
+class CallerSlots:
+    """Nested Redis work in flight per caller (owner), shared by all of its requests.
+
+    A per-request cap alone lets one owner multiply it by sending requests in parallel;
+    this one holds however many requests the owner sends. A caller's entry lives while
+    any of its nested fields runs or waits.
+    """
+
+    def __init__(self, size: int = NESTED_CONCURRENCY) -> None:
+        self.size = size
+        self._slots: dict[UUID | None, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, caller: UUID | None) -> AsyncIterator[None]:
+        slots, users = self._slots.get(caller) or (asyncio.Semaphore(self.size), 0)
+        self._slots[caller] = (slots, users + 1)
+        try:
+            async with slots:
+                yield
+        finally:
+            slots, users = self._slots[caller]
+            if users == 1:
+                del self._slots[caller]
+            else:
+                self._slots[caller] = (slots, users - 1)
+
+    @property
+    def callers(self) -> int:
+        """Callers with nested work running or waiting now."""
+        return len(self._slots)
 
 
 def _root_field(info: GraphQLResolveInfo[Any]) -> str:
@@ -48,11 +80,9 @@ class Context:
     namespaces: dict[str, Namespace | None] = field(default_factory=dict)
     # Events one request may list in all, nested lists and aliases included.
     event_budget: int = field(default_factory=lambda: EVENTS_PER_REQUEST)
-    nested_limit: int = NESTED_PER_REQUEST
+    nested_limit: int = 200
     nested_spent: int = 0
-    nested_slots: asyncio.Semaphore = field(
-        default_factory=lambda: asyncio.Semaphore(NESTED_CONCURRENCY)
-    )
+    nested_slots: CallerSlots = field(default_factory=CallerSlots)
     nested_refused: errors.InvalidInput | None = None
 
     @asynccontextmanager
@@ -69,7 +99,7 @@ class Context:
             )
         if self.nested_refused is not None:
             raise self.nested_refused
-        async with self.nested_slots:
+        async with self.nested_slots.hold(self.caller.owner):
             # Refused while this one waited: the answer is an error anyway.
             if self.nested_refused is not None:
                 raise self.nested_refused
@@ -97,11 +127,14 @@ class Context:
         return self.namespaces[name]
 
 
-def context_for(broker: Broker, settings: Settings, principal: auth.Principal) -> Context:
-    """The context of one request by `principal`."""
+def context_for(
+    broker: Broker, settings: Settings, slots: CallerSlots, principal: auth.Principal
+) -> Context:
+    """The context of one request by `principal`; `slots` are the app's, for every request."""
     return Context(
         broker=broker,
         caller=auth.caller_of(principal, settings),
         roles=principal.roles,
         nested_limit=settings.max_nested_per_request,
+        nested_slots=slots,
     )
