@@ -179,3 +179,24 @@ async def test_fetch_and_ack_keep_working_while_another_caller_runs_heavy_nested
             "`event_listeners` selects `Listener.events` for more than 100"
             in (answer["errors"][0]["message"])
         )
+
+
+async def test_a_mutation_whose_answer_is_over_the_budget_says_its_change_is_made(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(max_nested_per_request=2)
+    await declare_many(api, 3)
+    for n in range(3):
+        send = {"input": {"namespace": "mo", "routing_key": "person", "subject": f"s{n}"}}
+        await api.data(clients.SEND, send)
+    listed = "{ events { objects { subject } } }"
+    for _ in range(200):  # until the fan-out has stored the three events
+        if len((await api.data(listed))["events"]["objects"]) == 3:
+            break
+        await asyncio.sleep(0.05)
+
+    found = await api.post("mutation { event_rerun(input: {}) { subject listener { uuid } } }")
+
+    messages = {error["message"] for error in found["errors"]}
+    assert len(messages) == 1
+    assert messages.pop().startswith("`event_rerun` made its change, but its answer is too large")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLResolveInfo, OperationType
 
 from broker import auth, errors
 from broker.models import Caller, Listener, Namespace, PendingEvent
@@ -60,6 +60,17 @@ class CallerSlots:
         return len(self._slots)
 
 
+def _made(info: GraphQLResolveInfo[Any], root: str) -> str:
+    """For a mutation's answer, that its change is made all the same.
+
+    A mutation checks what it can before it writes (broker/http/preflight.py); how many
+    objects its answer holds is known only after, when the change is done.
+    """
+    if info.operation.operation is OperationType.MUTATION:
+        return f"`{root}` made its change, but its answer is too large: "
+    return ""
+
+
 def _root_field(info: GraphQLResolveInfo[Any]) -> str:
     """The root field (its response key) a nested resolver runs under."""
     path = info.path
@@ -92,7 +103,8 @@ class Context:
         if self.nested_spent > self.nested_limit and self.nested_refused is None:
             root = _root_field(info)
             self.nested_refused = errors.InvalidInput(
-                f"`{root}` selects `{info.parent_type.name}.{info.field_name}` for more "
+                _made(info, root)
+                + f"`{root}` selects `{info.parent_type.name}.{info.field_name}` for more "
                 f"than {self.nested_limit} objects in one request; narrow `{root}` with "
                 "its `filter` (e.g. `uuids`, `owners`, `namespaces`) and a `limit`, and "
                 "page with `cursor`, or list events with the root field `events` instead"
@@ -105,11 +117,15 @@ class Context:
                 raise self.nested_refused
             yield
 
-    def spend(self, events: list[PendingEvent]) -> list[PendingEvent]:
+    def spend(
+        self, events: list[PendingEvent], info: GraphQLResolveInfo[Any] | None = None
+    ) -> list[PendingEvent]:
+        """Count listed events against the request's budget (`info`: a nested field's)."""
         self.event_budget -= len(events)
         if self.event_budget < 0:
             raise errors.InvalidInput(
-                f"The query lists more than {EVENTS_PER_REQUEST} events; "
+                ("" if info is None else _made(info, _root_field(info)))
+                + f"The query lists more than {EVENTS_PER_REQUEST} events; "
                 "page with `limit` and `cursor` instead"
             )
         return events

@@ -215,7 +215,7 @@ async def _listener_events(
     selection = event_selection(filter)
     async with ctx.nested(info):
         found = await ctx.broker.listener_events(ctx.caller, listener, selection, limit, cursor)
-    return ctx.spend(found)
+    return ctx.spend(found, info)
 
 
 namespace_type = ObjectType("Namespace")
