@@ -13,7 +13,8 @@ from broker.models import Caller
 from broker.storage.keys import Keys
 from broker.storage.store import FANOUT_GROUP, IngestEntry, Store
 from broker.tokens import EventToken
-from tests.stepped import Record, Stepped, check_listener, records, stepped_broker
+from broker.storage.records import Record
+from tests.stepped import Stepped, check_listener, records, stepped_broker
 
 OWNER = Caller(uuid4(), mo_emitter=True)
 HOUR = 3600.0

@@ -18,6 +18,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError, ResponseError
 
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
+from broker.storage import records
 from broker.storage.keys import Keys
 from broker.storage.pipelining import Pipeliner
 from broker.storage.replication import Command, Replication, ScriptCall, run_confirmed
@@ -56,6 +57,11 @@ def _lua(name: str) -> str:
     return (resources.files("broker.storage") / "lua" / f"{name}.lua").read_text()
 
 
+def listener_script(name: str) -> str:
+    """The source of a listener script: records.lua and listener.lua, then its own."""
+    return "\n".join((_lua("records"), _lua("listener"), _lua(name)))
+
+
 @dataclass(frozen=True, slots=True)
 class IngestEntry:
     """One accepted `event_send`, waiting to be fanned out."""
@@ -75,27 +81,13 @@ class IngestEntry:
         return cls(entry_id, fields["n"], fields["r"], fields["s"], int(fields["p"]))
 
 
+def _order_key(event: PendingEvent) -> str:
+    return records.order_key(event.created_ms, event.subject)
+
+
 def stream_id_order(entry_id: str) -> tuple[int, int]:
     ms, seq = entry_id.split("-", 1)
     return int(ms), int(seq)
-
-
-def _pending(listener: UUID, subject: str, packed: str) -> PendingEvent:
-    gen, priority, silenced, created, deliveries, *_ = packed.split("|")
-    return PendingEvent(
-        listener=listener,
-        subject=subject,
-        priority=int(priority),
-        silenced=silenced == "1",
-        generation=gen,
-        created_ms=int(created),
-        deliveries=int(deliveries),
-    )
-
-
-def subject_of(order_key: str) -> str:
-    # partition: a member without ":" (not one of ours) names no subject, so nothing is found.
-    return order_key.partition(":")[2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,18 +211,18 @@ class Store:
         self.replication = replication or Replication()
         self._count_unreadable = unreadable or (lambda kind: None)
         self._reported: set[str] = set()
-        prelude = _lua("listener")
-        listener_script = {
-            name: redis.register_script(prelude + "\n" + _lua(name))
+        listener_scripts = {
+            name: redis.register_script(listener_script(name))
             for name in ("fetch", "acknowledge", "apply", "update", "delete", "create")
         }
-        self._fetch = listener_script["fetch"]
-        self._acknowledge = listener_script["acknowledge"]
-        self._apply = listener_script["apply"]
-        self._update = listener_script["update"]
-        self._delete = listener_script["delete"]
-        self._create = listener_script["create"]
-        self._stats = redis.register_script(_lua("stats"))
+        self._fetch = listener_scripts["fetch"]
+        self._acknowledge = listener_scripts["acknowledge"]
+        self._apply = listener_scripts["apply"]
+        self._update = listener_scripts["update"]
+        self._delete = listener_scripts["delete"]
+        self._create = listener_scripts["create"]
+        self._stats = redis.register_script(_lua("records") + "\n" + _lua("stats"))
+        self._page = redis.register_script(_lua("page"))
         self._send = redis.register_script(_lua("send"))
         self._subscribe = redis.register_script(_lua("subscribe"))
         registry_script = {
@@ -706,7 +698,7 @@ class Store:
             priority=int(priority),
             silenced=int(silenced) == 1,
             generation=str(gen),
-            created_ms=int(created),
+            created_ms=int(float(created)),
             deliveries=int(deliveries),
         )
         return Fetched(event)
@@ -744,53 +736,60 @@ class Store:
             keys=self.keys.listener(listener).as_list(),
             args=[*args, *priorities, *subjects],
         )
-        return [_pending(listener, reply[i], reply[i + 1]) for i in range(0, len(reply), 2)]
+        return [
+            records.pending_event(listener, reply[i], reply[i + 1], int(float(reply[i + 2])))
+            for i in range(0, len(reply), 3)
+        ]
 
     async def order_keys(self, listener: UUID, after: str | None, count: int) -> list[str]:
-        """`PendingEvent.order_key`s of a listener in order, strictly after `after`."""
-        low = "-" if after is None else f"({after}"
-        index = self.keys.listener(listener).index
-        return list(await self.redis.zrangebylex(index, low, "+", start=0, num=count))
+        """Order keys (records.py) of a listener's pending events, strictly after `after`.
 
-    async def subjects(self, listener: UUID, after: str | None, count: int) -> list[str]:
-        """A page of pending subjects; pass the last order key back as `after`."""
-        return [subject_of(key) for key in await self.order_keys(listener, after, count)]
+        `after` must be an order key (`records.parse_order_key`): callers check cursors.
+        """
+        return [
+            records.order_key(created, subject)
+            for subject, created in await self._index_page(listener, after, count)
+        ]
+
+    async def _index_page(
+        self, listener: UUID, after: str | None, count: int
+    ) -> list[tuple[str, int]]:
+        """(subject, created ms) of pending events in order, strictly after order key `after`."""
+        cursor = ("", "") if after is None else records.parse_order_key(after)
+        if cursor is None:
+            raise ValueError(f"not an order key: {after!r}")
+        reply = await self._page(
+            keys=[self.keys.listener(listener).index], args=[*cursor, count]
+        )
+        return [(reply[i], int(float(reply[i + 1]))) for i in range(0, len(reply), 2)]
 
     async def pending(
         self, listener: UUID, selection: EventSelection, after: str | None, limit: int | None
     ) -> list[PendingEvent]:
-        """Matching pending events in `order_key` order after `after`; O(events scanned)."""
-        events_key = self.keys.listener(listener).events
+        """Matching pending events in order-key order after `after`; O(events scanned)."""
         if selection.subjects is not None:
             # Few subjects named: look them up instead of scanning the index.
-            subjects = sorted(selection.subjects)
-            records = await self.redis.hmget(events_key, subjects) if subjects else []
             found = sorted(
                 (
                     event
-                    for subject, packed in zip(subjects, records, strict=True)
-                    if (event := self.pending_event(listener, events_key, subject, packed))
-                    is not None
-                    and selection.matches(event)
-                    and (after is None or event.order_key > after)
+                    for event in await self._lookup(listener, sorted(selection.subjects))
+                    if selection.matches(event)
+                    and (after is None or _order_key(event) > after)
                 ),
-                key=lambda event: event.order_key,
+                key=_order_key,
             )
             return found if limit is None else found[:limit]
         found = []
         while limit is None or len(found) < limit:
-            keys = await self.order_keys(listener, after, _PAGE)
-            if not keys:
+            page = await self._index_page(listener, after, _PAGE)
+            if not page:
                 break
-            subjects = [subject_of(key) for key in keys]
-            records = await self.redis.hmget(events_key, subjects)
-            for subject, packed in zip(subjects, records, strict=True):
-                event = self.pending_event(listener, events_key, subject, packed)
-                if event is not None and selection.matches(event):
+            for event in await self._events(listener, page):
+                if selection.matches(event):
                     found.append(event)
                     if limit is not None and len(found) == limit:
                         break
-            after = keys[-1]
+            after = records.order_key(page[-1][1], page[-1][0])
         return found
 
     async def search_pending(self, listener: UUID, text: str, limit: int) -> list[PendingEvent]:
@@ -803,10 +802,44 @@ class Store:
             cursor, page = await self.redis.hscan(
                 events_key, cursor, match=glob, count=_SEARCH_SCAN
             )
-            found += [_pending(listener, subject, packed) for subject, packed in page.items()]
+            found += await self._lookup(listener, list(page))
             if cursor == 0 or len(found) >= limit:
                 break
-        return sorted(found, key=lambda event: event.order_key)[:limit]
+        return sorted(found, key=_order_key)[:limit]
+
+    async def _lookup(self, listener: UUID, subjects: Sequence[str]) -> list[PendingEvent]:
+        """The pending events of those `subjects` that have one (and a readable record)."""
+        if not subjects:
+            return []
+        index = self.keys.listener(listener).index
+        scores = await self.redis.zmscore(index, list(subjects))
+        return await self._events(
+            listener,
+            [
+                (subject, int(score))
+                for subject, score in zip(subjects, scores, strict=True)
+                if score is not None
+            ],
+        )
+
+    async def _events(
+        self, listener: UUID, indexed: Sequence[tuple[str, int]]
+    ) -> list[PendingEvent]:
+        """The pending events of (subject, created ms) pairs read from `index`, in that order.
+
+        One that is gone since, or whose record cannot be read, is left out.
+        """
+        events_key = self.keys.listener(listener).events
+        packed = await self.redis.hmget(events_key, [subject for subject, _ in indexed])
+        found = []
+        for (subject, created), record in zip(indexed, packed, strict=True):
+            if record is None:
+                continue
+            try:
+                found.append(records.pending_event(listener, subject, record, created))
+            except DECODE_ERRORS as error:
+                self.unreadable("event", f"{events_key}[{subject}]", error)
+        return found
 
     async def retry_at(self, listener: UUID, subjects: Sequence[str]) -> list[int | None]:
         """When each subject's back-off ends (ms), `None` for those not waiting one."""
@@ -814,18 +847,6 @@ class Store:
             return []
         scores = await self.redis.zmscore(self.keys.listener(listener).retry, list(subjects))
         return [None if score is None else int(score) for score in scores]
-
-    def pending_event(
-        self, listener: UUID, events_key: str, subject: str, packed: str | None
-    ) -> PendingEvent | None:
-        """A stored pending event, None when it is gone or its record cannot be read."""
-        if packed is None:
-            return None
-        try:
-            return _pending(listener, subject, packed)
-        except DECODE_ERRORS as error:
-            self.unreadable("event", f"{events_key}[{subject}]", error)
-            return None
 
     async def count_pending(self, listener: UUID) -> int:
         return int(await self.redis.hlen(self.keys.listener(listener).events))

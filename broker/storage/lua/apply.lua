@@ -5,7 +5,7 @@
 -- Returns the number of entries that changed something, or -1 if the listener is gone.
 -- Idempotent: an entry whose id equals the record's last applied id is skipped;
 -- an older entry (fan-out workers ran out of order) only merges its priority.
--- The creation time is the first applied entry's and never changes (it orders `index`).
+-- The creation time is the first applied entry's and never changes (its score in `index`).
 -- Cost: O(log n) per entry; about four commands for a new event, plus two per call
 -- (the console's per-minute count, see count_rate).
 if redis.call('EXISTS', META) == 0 then return -1 end
@@ -22,9 +22,9 @@ for i = 2, #ARGV, 4 do
   local r = load(subject)
   if not r then
     r = {gen = next_gen(), priority = priority, silenced = 0,
-         created = created, deliveries = 0, entry = '', rank = '', src = src}
+         deliveries = 0, entry = '', rank = '', src = src}
     place(subject, r, true)
-    redis.call('ZADD', INDEX, 0, index_member(r, subject))
+    redis.call('ZADD', INDEX, created, subject)
     save(subject, r)
     changed = changed + 1
   else
