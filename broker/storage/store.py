@@ -758,9 +758,7 @@ class Store:
         cursor = ("", "") if after is None else records.parse_order_key(after)
         if cursor is None:
             raise ValueError(f"not an order key: {after!r}")
-        reply = await self._page(
-            keys=[self.keys.listener(listener).index], args=[*cursor, count]
-        )
+        reply = await self._page(keys=[self.keys.listener(listener).index], args=[*cursor, count])
         return [(reply[i], int(float(reply[i + 1]))) for i in range(0, len(reply), 2)]
 
     async def pending(
@@ -773,8 +771,7 @@ class Store:
                 (
                     event
                     for event in await self._lookup(listener, sorted(selection.subjects))
-                    if selection.matches(event)
-                    and (after is None or _order_key(event) > after)
+                    if selection.matches(event) and (after is None or _order_key(event) > after)
                 ),
                 key=_order_key,
             )
@@ -829,6 +826,8 @@ class Store:
 
         One that is gone since, or whose record cannot be read, is left out.
         """
+        if not indexed:
+            return []
         events_key = self.keys.listener(listener).events
         packed = await self.redis.hmget(events_key, [subject for subject, _ in indexed])
         found = []
