@@ -12,29 +12,43 @@ from broker.storage.store import _lua
 
 pytestmark = pytest.mark.cluster
 
-# What lua/records.lua makes of ARGV[1], and what it packs from ARGV[2..8].
+# What lua/records.lua makes of ARGV[1] (the ingest id last applied for creation time
+# ARGV[9]), and what it packs from ARGV[2..8] (source: the ingest id of ARGV[8]).
 HARNESS = """
+local created = tonumber(ARGV[9])
 local r = unpack_record(ARGV[1])
 local unpacked = false
 if r then
   unpacked = {r.gen, tostring(r.priority), tostring(r.silenced), tostring(r.deliveries),
-              r.entry, r.rank, r.src}
+              r.entry, r.rank, source_id(r, created)}
 end
-local packed = pack_record({gen = ARGV[2], priority = tonumber(ARGV[3]),
-                            silenced = tonumber(ARGV[4]), deliveries = tonumber(ARGV[5]),
-                            entry = ARGV[6], rank = ARGV[7], src = ARGV[8]})
-return {unpacked, packed}
+local new = {gen = ARGV[2], priority = tonumber(ARGV[3]), silenced = tonumber(ARGV[4]),
+             deliveries = tonumber(ARGV[5]), entry = ARGV[6], rank = ARGV[7]}
+set_source(new, ARGV[8], created)
+return {unpacked, pack_record(new)}
 """
+CREATED = 1733100000000
+
+
+def _record(
+    gen: str, priority: int, silenced: bool, deliveries: int, entry: str, source: str
+) -> Record:
+    rank = silenced * 2**52 + priority * 2**21 + min(deliveries, 2**21 - 1)
+    return Record(
+        gen, priority, silenced, deliveries, entry, rank, Record.source_code(source, CREATED)
+    )
+
 
 RECORDS = [
-    Record("1", 1, False, 0, "", 2**21, "1733100000000-0"),
-    Record("123456", 10000, True, 7, "1733100000123-4", 2**52 + 10000 * 2**21 + 7, "1-2"),
-    Record("9007199254740", 2**31 - 1, False, 2**21 - 1, "0-1", 2**53 - 1, "18446744-99999"),
+    _record("1", 1, False, 0, "", f"{CREATED}-0"),
+    _record("123456", 10000, True, 7, "0-1", f"{CREATED + 3_600_000}-4"),
+    _record("9007199254740", 2**31 - 1, False, 2**21 - 1, "0-78364164095", f"{2**50}-99999"),
 ]
 
 
 async def _lua_side(redis: Any, packed: str, record: Record) -> tuple[Any, str]:
     script = redis.register_script(_lua("records") + "\n" + HARNESS)
+    source = record.source_id(CREATED) if record.source else f"{CREATED}-0"
     args = [
         packed,
         record.generation,
@@ -43,7 +57,8 @@ async def _lua_side(redis: Any, packed: str, record: Record) -> tuple[Any, str]:
         str(record.deliveries),
         record.entry,
         record.lane,
-        record.source,
+        source,
+        CREATED,
     ]
     unpacked, repacked = await script(keys=["{records}:test"], args=args)
     return unpacked, repacked
@@ -61,7 +76,7 @@ async def test_lua_reads_what_python_packs_and_python_reads_what_lua_packs(
         str(record.deliveries),
         record.entry,
         record.lane,
-        record.source,
+        record.source_id(CREATED),
     ]
     assert packed_by_lua == record.pack()
     assert Record.unpack(packed_by_lua) == record
@@ -71,10 +86,11 @@ async def test_lua_reads_what_python_packs_and_python_reads_what_lua_packs(
     "packed",
     [
         "x|y",
-        "1|7ps|0|1733100000000|0|1733-5|9mdk8j4|1733-1",  # the layout before (eight fields)
-        "1|7ps|2|0||9mdk8j4|ln-1",  # silenced is neither 0 nor 1
-        "g|7ps|0|0||9mdk8j4|ln-1",  # generation not decimal
-        "1|7ps|0|0|bad|9mdk8j4|ln-1",  # entry not a stream id
+        "1|10000|0|1733100000000|0|1733100000000-5|20971520000|1733100000000-1",  # layout 1
+        "1|7ps|2|0||9mdk8j4|0-1",  # silenced is neither 0 nor 1
+        "g|7ps|0|0||9mdk8j4|0-1",  # generation not decimal
+        "1|7ps|0|0|a-b|9mdk8j4|0-1",  # entry not a count
+        "1|7ps|0|0|5|9mdk8j4|01",  # source not "ms-seq"
     ],
 )
 async def test_both_sides_refuse_what_is_not_a_record(redis: Any, packed: str) -> None:

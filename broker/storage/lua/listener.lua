@@ -2,7 +2,8 @@
 --
 -- All listener scripts take the same KEYS, all in the listener's hash tag:
 --   KEYS[1] meta    hash: owner, namespace, routing_key, user_key, gen (generation
---                   counter), silenced (how many pending events are silenced)
+--                   counter), silenced (how many pending events are silenced),
+--                   placed (lane entries ever written: the next entry's id)
 --   KEYS[2] events  hash: subject -> packed record (records.lua)
 --   KEYS[3] index   sorted set: subject -> creation ms: pending events ordered by
 --                   (creation time, subject), for paging (page.lua) and age (stats.lua)
@@ -87,7 +88,10 @@ local function place(subject, r, fresh)
     redis.call('ZADD', LANES, string.format('%.0f', rank), r.rank)
     open_lanes[r.rank] = true
   end
-  r.entry = redis.call('XADD', lane, '*', 's', subject)
+  -- Entry ids count placements per listener: short in the record, and increasing in
+  -- every lane (records.lua).
+  local placed = redis.call('HINCRBY', META, 'placed', 1)
+  r.entry = redis.call('XADD', lane, string.format('0-%d', placed), 's', subject)
 end
 
 local function load(subject)
