@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from broker.models import EventSelection, Listener, Namespace, PendingEvent
 from broker.storage import records
 from broker.storage.keys import Keys
+from broker.storage.layout import claim_layout
 from broker.storage.pipelining import Pipeliner
 from broker.storage.replication import Command, Replication, ScriptCall, run_confirmed
 
@@ -262,7 +263,12 @@ class Store:
         return replies[-1]
 
     async def setup(self) -> None:
-        """Create the ingest streams and their fan-out group; check the layout is unchanged."""
+        """Create the ingest streams and their fan-out group; check the layout is unchanged.
+
+        Raises `LayoutRefused` (before writing anything) when the data in Redis is in a
+        layout this version does not read.
+        """
+        await claim_layout(self.redis, self.keys)
         await self.redis.hsetnx(self.keys.config, "ingest_shards", self.keys.shards)
         stored = int(await self.redis.hget(self.keys.config, "ingest_shards"))
         if stored != self.keys.shards:
