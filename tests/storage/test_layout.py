@@ -102,5 +102,5 @@ def test_broker_serve_refuses_old_data_in_one_line_without_a_traceback(tmp_path:
     assert "Traceback" not in result.stderr + result.stdout
     refusals = [line for line in result.stderr.splitlines() if "refusing to start" in line]
     assert len(refusals) == 1
-    assert f"storage layout 1 (1 listeners hold events), and this version" in refusals[0]
+    assert "storage layout 1 (1 listeners hold events), and this version" in refusals[0]
     assert "docs/operations.md" in refusals[0]
