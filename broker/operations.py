@@ -62,7 +62,6 @@ __all__ = [
 ]
 
 
-
 def cursor_order_key(value: str) -> str | None:
     """An order key (records.py) from a cursor, None for "" (from the first event).
 
@@ -73,6 +72,7 @@ def cursor_order_key(value: str) -> str | None:
     if records.parse_order_key(value) is None:
         raise errors.InvalidCursor()
     return value
+
 
 class Broker(Registry):
     """The domain: the registry's operations plus everything done with events."""
