@@ -66,3 +66,15 @@ async def test_a_page_after_an_acknowledged_cursor_event_skips_and_repeats_nothi
             # The cursor's own event goes before the next page is read.
             assert await system.store.acknowledge(listener, None, last.subject, last.generation)
         assert paged == everything
+
+
+async def test_an_event_missing_from_the_index_is_fetched_and_indexed_again(redis: Redis) -> None:
+    async with stepped_broker(redis) as system:
+        listener = (await system.broker.declare_listener(OWNER, "mo", "lost", "person")).uuid
+        assert await system.store.apply(listener, [IngestEntry("5-0", "mo", "person", "s", 1)])
+        await redis.zrem(system.store.keys.listener(listener).index, "s")
+        fetched = await system.store.fetch(listener, None, 600_000, 600_000)
+        assert fetched.event is not None and fetched.event.subject == "s"
+        assert fetched.event.created_ms > 5  # when it was found again
+        listed = await system.store.pending(listener, EventSelection(), None, None)
+        assert [event.subject for event in listed] == ["s"]

@@ -33,6 +33,16 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A pending event's creation ms (its score in `index`). One missing from the index (keys
+-- edited by hand) is indexed now, so that listings show it again.
+local function created_of(subject)
+  local created = redis.call('ZSCORE', INDEX, subject)
+  if created then return created end
+  created = string.format('%d', now_ms())
+  redis.call('ZADD', INDEX, created, subject)
+  return created
+end
+
 -- Compare two stream ids "ms-seq": -1, 0 or 1.
 local function compare_ids(a, b)
   local am, as = string.match(a, '(%d+)-(%d+)')

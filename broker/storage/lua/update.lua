@@ -40,7 +40,7 @@ for i = 4 + math.max(n, 0), #ARGV do
       save(subject, r)
       touched[#touched + 1] = subject
       touched[#touched + 1] = pack_record(r)
-      touched[#touched + 1] = redis.call('ZSCORE', INDEX, subject)
+      touched[#touched + 1] = created_of(subject)
     end
   end
 end
