@@ -36,7 +36,7 @@ from broker.models import EventSelection, Listener, Namespace
 from broker.settings import Settings
 from broker.storage.embedded import EmbeddedRedis
 from broker.storage.keys import Keys
-from broker.storage.store import IngestEntry, Store, _lua
+from broker.storage.store import IngestEntry, Store, _lua, listener_script
 
 RATE_CALLS = {
     "acknowledge": "count_rate('a', 1, tonumber(ARGV[4]))\n",
@@ -47,9 +47,8 @@ APPLY_BATCH = 64
 
 def without_counter(redis: Redis, name: str) -> Any:
     """The script `name` as shipped but without its per-minute counter (the baseline)."""
-    body = _lua(name)
-    assert RATE_CALLS[name] in body, f"{name}.lua no longer counts as expected"
-    return redis.register_script(_lua("listener") + "\n" + body.replace(RATE_CALLS[name], ""))
+    assert RATE_CALLS[name] in _lua(name), f"{name}.lua no longer counts as expected"
+    return redis.register_script(listener_script(name).replace(RATE_CALLS[name], ""))
 
 
 async def usec_per_call(redis: Redis, work: Callable[[], Awaitable[None]]) -> float:

@@ -183,10 +183,19 @@ class Env:
         return out
 
     async def load(
-        self, listener: str, count: int, tag: str, batch: int = 2000, parallel: int = 4
+        self,
+        listener: str,
+        count: int,
+        tag: str,
+        batch: int = 2000,
+        parallel: int = 4,
+        uuid_subjects: bool = False,
     ) -> float:
         """Put `count` pending events on a listener by calling the store's apply script directly
-        (what the fan-out writer does per listener), in big batches. Returns seconds taken."""
+        (what the fan-out writer does per listener), in big batches. Returns seconds taken.
+
+        Subjects are 47 characters (`tag`, a counter and a UUID), or bare UUIDs (36, as
+        OS2mo's) with `uuid_subjects`."""
         lid = uuid.UUID(listener)
         t0 = time.perf_counter()
         base_ms = int(time.time() * 1000) - 60_000
@@ -196,7 +205,11 @@ class Env:
             for start in starts:
                 entries = [
                     IngestEntry(
-                        f"{base_ms}-{i}", NAMESPACE, "load", f"{tag}-{i:08d}-{uuid.uuid4()}", 10000
+                        f"{base_ms}-{i}",
+                        NAMESPACE,
+                        "load",
+                        str(uuid.uuid4()) if uuid_subjects else f"{tag}-{i:08d}-{uuid.uuid4()}",
+                        10000,
                     )
                     for i in range(start, min(count, start + batch))
                 ]

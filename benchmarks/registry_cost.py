@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 
 from broker import auth
 from broker.models import Listener
-from broker.storage import store as store_module
+from broker.storage import stats as storage_stats
 from broker.storage.embedded import EmbeddedRedis, free_port
 from broker.storage.gauges import read_snapshot
 from broker.storage.keys import Keys
@@ -241,8 +241,8 @@ async def await_snapshot(http: httpx.AsyncClient, listeners: int) -> float:
 async def snapshot_reads(url: str, per_call: int) -> float:
     """Median ms of 5 `read_snapshot`s (what one background refresh does) with `per_call`."""
     redis = Redis.from_url(url, decode_responses=True)
-    shipped = store_module.STATS_PER_CALL
-    store_module.STATS_PER_CALL = per_call
+    shipped = storage_stats.STATS_PER_CALL
+    storage_stats.STATS_PER_CALL = per_call
     try:
         store = Store(redis, Keys("broker", 16))
         await read_snapshot(store)  # warm: script loaded, records cached
@@ -252,7 +252,7 @@ async def snapshot_reads(url: str, per_call: int) -> float:
             await read_snapshot(store)
             times.append((time.perf_counter() - start) * 1000)
     finally:
-        store_module.STATS_PER_CALL = shipped
+        storage_stats.STATS_PER_CALL = shipped
         await redis.aclose()
     return statistics.median(times)
 
@@ -301,7 +301,7 @@ async def main() -> None:
             baseline = await measure(http, pids, a, options.requests)
             reads = {
                 n: await snapshot_reads(broker.redis.url, n)
-                for n in (store_module.STATS_PER_CALL, 1)
+                for n in (storage_stats.STATS_PER_CALL, 1)
             }
             start = time.perf_counter()
             await populate(

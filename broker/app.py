@@ -34,6 +34,7 @@ from broker.settings import AuthMode, Settings
 from broker.shutdown import on_exit_signal
 from broker.storage.connection import UNAVAILABLE, connect
 from broker.storage.keys import Keys
+from broker.storage.layout import LayoutRefused
 from broker.storage.replication import Replication
 from broker.storage.server import ServerRefused, ServerWatch
 from broker.storage.store import RedisClient, Store
@@ -126,6 +127,9 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
             try:
                 await broker.setup()
                 break
+            except LayoutRefused as error:
+                log.error("refusing to start: %s", error)
+                raise
             except errors.NotReplicated:
                 if attempt == SETUP_ATTEMPTS - 1:
                     raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -12,13 +13,17 @@ from collections.abc import Iterator
 
 import uvicorn
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from broker import logs
 from broker.auth import check_bind_address
 from broker.http import metrics_access
 from broker.http.protocol import BoundedHttpToolsProtocol
 from broker.settings import AuthMode, Settings
+from broker.storage.connection import connect
 from broker.storage.embedded import EmbeddedRedis
+from broker.storage.keys import Keys
+from broker.storage.layout import LayoutRefused, claim_layout
 
 log = logging.getLogger("broker")
 
@@ -66,6 +71,29 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
         server.stop()
 
 
+async def _claim_layout(settings: Settings) -> None:
+    redis = connect(settings)
+    try:
+        await claim_layout(redis, Keys(settings.key_prefix, settings.ingest_shards))
+    finally:
+        await redis.aclose()
+
+
+def check_layout(settings: Settings) -> None:
+    """Refuse, in one line, to start on data in a storage layout this version does not read.
+
+    The app's start-up checks it too; doing it here first keeps a traceback out of the
+    log. An unreachable Redis is left to the app (it starts unready and retries).
+    """
+    try:
+        asyncio.run(_claim_layout(settings))
+    except LayoutRefused as error:
+        log.error("refusing to start: %s", error)
+        sys.exit(1)
+    except (RedisError, OSError):
+        pass
+
+
 def _exit_cleanly(signum: int, frame: object) -> None:
     # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; exiting here
     # instead of dying by the signal lets the embedded server stop cleanly too.
@@ -87,7 +115,8 @@ def serve(host: str, port: int, workers: int) -> None:
         log.warning(metrics_access.CLOSED_WARNING)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
-    with redis_for(settings):
+    with redis_for(settings) as settings:
+        check_layout(settings)
         uvicorn.run(
             "broker.main:app",
             factory=True,

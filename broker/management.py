@@ -16,7 +16,7 @@ from broker import errors
 from broker.metrics import Metrics
 from broker.models import Caller, EventSelection, Listener, ListenerFilter, PendingEvent
 from broker.notify import Notifier
-from broker.operations import MAX_SUBJECT_LENGTH, Broker
+from broker.operations import MAX_SUBJECT_LENGTH, Broker, cursor_order_key
 from broker.registry import MAX_PAGE_SIZE, check_list, page_size
 from broker.settings import Settings
 from broker.stats import Stats
@@ -132,6 +132,7 @@ class Management(Broker):
                 raise errors.SubjectTooLarge()
             events = await self.store.search_pending(listener.uuid, search, limit)
         else:
+            after = None if after is None else cursor_order_key(after)
             events = await self.store.pending(listener.uuid, EventSelection(), after, limit)
         due = await self.store.retry_at(listener.uuid, [event.subject for event in events])
         return [WaitingEvent(event, at) for event, at in zip(events, due, strict=True)]

@@ -46,11 +46,6 @@ class PendingEvent:
         return datetime.fromtimestamp(self.created_ms / 1000, UTC)
 
     @property
-    def order_key(self) -> str:
-        """Its place in listings: (creation time, subject), as the store indexes it."""
-        return f"{self.created_ms:013d}:{self.subject}"
-
-    @property
     def uuid(self) -> UUID:
         """Stable per (listener, subject): the pending event's identity across re-sends."""
         return uuid5(self.listener, self.subject)

@@ -39,6 +39,7 @@ from broker.registry import (
     spellings,
 )
 from broker.settings import Settings
+from broker.storage import records
 from broker.storage.store import Fetched, Store, UpdateAction
 from broker.tokens import EventToken
 
@@ -59,6 +60,18 @@ __all__ = [
     "check_list",
     "spellings",
 ]
+
+
+def cursor_order_key(value: str) -> str | None:
+    """An order key (records.py) from a cursor, None for "" (from the first event).
+
+    `InvalidCursor` if it is neither.
+    """
+    if not value:
+        return None
+    if records.parse_order_key(value) is None:
+        raise errors.InvalidCursor()
+    return value
 
 
 class Broker(Registry):
@@ -231,7 +244,7 @@ class Broker(Registry):
                 continue
             after = None
             while keys := await self.store.order_keys(listener.uuid, after, SCAN_BATCH):
-                await update(listener.uuid, [key.partition(":")[2] for key in keys])
+                await update(listener.uuid, [records.subject_of(key) for key in keys])
                 after = keys[-1]
         return touched
 
@@ -253,7 +266,7 @@ class Broker(Registry):
             key = cursors.decode(cursor)
             if len(key) != 2:
                 raise errors.InvalidCursor()
-            after_listener, after_key = key
+            after_listener, after_key = key[0], cursor_order_key(key[1])
         owner = None if caller.read_all else caller.owner
         visible = self._matching_listeners(
             listeners, owner=owner, after=after_listener or None, inclusive=True, limit=limit
@@ -271,7 +284,8 @@ class Broker(Registry):
         if limit is None or len(found) <= limit:
             return Page(found, None)
         last = found[limit - 1]
-        return Page(found[:limit], cursors.encode([str(last.listener), last.order_key]))
+        last_key = records.order_key(last.created_ms, last.subject)
+        return Page(found[:limit], cursors.encode([str(last.listener), last_key]))
 
     async def listener_events(
         self,
@@ -286,7 +300,7 @@ class Broker(Registry):
         after = None
         if cursor is not None:
             key = cursors.decode(cursor)
-            after = key[-1] if key else None
+            after = cursor_order_key(key[-1]) if key else None
         # A nested list has no cursor to return: without `limit` it stops at MAX_PAGE_SIZE.
         limit = page_size(limit, MAX_PAGE_SIZE)
         return await self.store.pending(listener.uuid, selection, after, limit)

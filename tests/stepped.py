@@ -17,6 +17,7 @@ from broker.fanout import FanOut
 from broker.operations import Broker
 from broker.settings import Settings
 from broker.storage.keys import ListenerKeys
+from broker.storage.records import Record
 from broker.storage.store import Store
 
 LANE_GROUP = "g"  # listener.lua's consumer group on every lane
@@ -50,29 +51,9 @@ async def stepped_broker(redis: Any, **overrides: Any) -> AsyncIterator[Stepped]
         yield Stepped(state["broker"], state["store"], state["fanout"], redis)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A pending event as listener.lua packs it."""
-
-    generation: str
-    priority: int
-    silenced: int
-    created_ms: int
-    deliveries: int
-    entry: str
-    rank: str
-    applied: str
-
-    @classmethod
-    def unpack(cls, packed: str) -> Record:
-        gen, priority, silenced, created, deliveries, entry, rank, applied = packed.split("|")
-        return cls(
-            gen, int(priority), int(silenced), int(created), int(deliveries), entry, rank, applied
-        )
-
-    @property
-    def expected_rank(self) -> int:
-        return self.silenced * 2**52 + self.priority * 2**21 + min(self.deliveries, 2**21 - 1)
+def expected_rank(record: Record) -> int:
+    """The rank lua/listener.lua places a ready event in."""
+    return record.silenced * 2**52 + record.priority * 2**21 + min(record.deliveries, 2**21 - 1)
 
 
 async def records(redis: Any, keys: ListenerKeys) -> dict[str, Record]:
@@ -115,21 +96,21 @@ async def check_listener(redis: Any, keys: ListenerKeys) -> dict[str, Record]:
     """
     pending = await records(redis, keys)
     index = set(await redis.zrange(keys.index, 0, -1))
-    assert index == {f"{r.created_ms:013d}:{s}" for s, r in pending.items()}
+    assert index == set(pending)
 
     entries = await lane_entries(redis, keys)
     assert len(entries.subjects) == len(pending), "stream entries without a pending event"
     ranks = set(await redis.zrange(keys.lanes, 0, -1))
     for subject, record in pending.items():
-        where = (keys.lane_prefix + record.rank, record.entry)
+        where = (keys.lane_prefix + record.lane, record.entry)
         assert entries.subjects.get(where) == subject, (subject, record)
         if where not in entries.delivered:
-            assert int(record.rank) == record.expected_rank, (subject, record)
-            assert record.rank in ranks, f"{subject} is ready in a lane fetch does not visit"
+            assert record.rank == expected_rank(record), (subject, record)
+            assert record.lane in ranks, f"{subject} is ready in a lane fetch does not visit"
 
     retry = set(await redis.zrange(keys.retry, 0, -1))
     in_pel = {
-        s for s, r in pending.items() if (keys.lane_prefix + r.rank, r.entry) in entries.delivered
+        s for s, r in pending.items() if (keys.lane_prefix + r.lane, r.entry) in entries.delivered
     }
     assert retry == in_pel
     assert len(entries.delivered) == len(in_pel), "a delivered entry no event points at"

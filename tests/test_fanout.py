@@ -11,9 +11,10 @@ from redis.asyncio import Redis
 from broker.fanout import FanOut
 from broker.models import Caller
 from broker.storage.keys import Keys
+from broker.storage.records import Record
 from broker.storage.store import FANOUT_GROUP, IngestEntry, Store
 from broker.tokens import EventToken
-from tests.stepped import Record, Stepped, check_listener, records, stepped_broker
+from tests.stepped import Stepped, check_listener, records, stepped_broker
 
 OWNER = Caller(uuid4(), mo_emitter=True)
 HOUR = 3600.0

@@ -917,7 +917,7 @@ async def _plant_unreadable_records(redis: Redis, listener: str) -> None:
     # A pending event of a good listener in another record layout, and bad listener state.
     tag = f"broker:{{broker:l:{listener}}}"
     await redis.hset(f"{tag}:events", "old", "x|y")
-    await redis.zadd(f"{tag}:index", {"0000000000001:old": 0, "no-colon": 0})
+    await redis.zadd(f"{tag}:index", {"old": 1, "indexed-without-record": 2})
     await redis.hset(f"broker:{{broker:l:{next(iter(BAD_LISTENERS))}}}:meta", "silenced", "many")
 
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from broker.settings import DEV_OWNER, AuthMode, Settings
 from broker.storage import gauges
-from broker.storage import store as store_module
+from broker.storage import stats as storage_stats
 from tests import clients
 from tests.conftest import Api, MakeApi
 
@@ -153,7 +153,7 @@ async def test_a_scrape_reads_the_listeners_page_by_page_and_misses_none(
 async def test_each_listener_gets_its_own_figures_when_one_call_reads_several(
     make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "STATS_PER_CALL", 2)  # 5 listeners: calls of 2, 2, 1
+    monkeypatch.setattr(storage_stats, "STATS_PER_CALL", 2)  # 5 listeners: calls of 2, 2, 1
     api = await make_api()
     for n in range(5):
         await clients.declare(api, f"key{n}", f"l{n}")

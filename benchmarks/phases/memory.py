@@ -27,7 +27,7 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
     listener = (await env.declare_listeners("mem", 1))[0]
     lk = env.keys.listener(uuid.UUID(listener))
     before = await used_memory(env)
-    await env.load(listener, cfg.mem_events, "m")  # subjects of ~50 bytes
+    await env.load(listener, cfg.mem_events, "m")  # 47-character subjects
     after = await used_memory(env)
     lanes = [k async for k in env.r.scan_iter(match=lk.lane_prefix + "*", count=1000)]
     usage_keys = await memory_usage(env, [lk.events, lk.index, lk.lanes, lk.retry, *lanes])
@@ -38,6 +38,11 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
     breakdown = ", ".join(shares)
     per_event = (after - before) / cfg.mem_events
     per_event_keys = usage_keys / cfg.mem_events
+    # the same with OS2mo's subjects: bare UUIDs, 36 characters
+    uuid_listener = (await env.declare_listeners("mem-uuid", 1))[0]
+    before_u = await used_memory(env)
+    await env.load(uuid_listener, cfg.mem_events, "u", uuid_subjects=True)
+    per_uuid_event = (await used_memory(env) - before_u) / cfg.mem_events
     # delivered but unacknowledged: adds a retry entry and a PEL entry
     delivered = min(cfg.mem_events, 10_000)
     before_d = await used_memory(env)
@@ -106,6 +111,15 @@ async def bench_memory(env: Env, cfg: Config, rep: Report) -> None:
             "bare stream entry",
             "≤ 300 B",
             per_event <= 300,
+        )
+    )
+    rep.add(
+        Row(
+            "Redis memory per pending event (ready, 36-character UUID subjects)",
+            per_uuid_event,
+            "B",
+            bare,
+            "bare stream entry",
         )
     )
     rep.add(

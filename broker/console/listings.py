@@ -11,6 +11,7 @@ from starlette.responses import Response
 from broker.console.views import BadRequest, Page, int_param, listener_of, uuid_param
 from broker.management import RATE_WINDOW_MINUTES, ListenerSummary
 from broker.models import Listener, ListenerFilter, NamespaceFilter
+from broker.storage import records
 
 PAGE_SIZE = 50
 EVENTS_PAGE_SIZE = 100
@@ -116,7 +117,8 @@ async def listener(page: Page) -> Response:
     (rates,) = await page.broker.listener_rates(page.caller, [listener])
     more = None
     if search is None and len(waiting) == EVENTS_PAGE_SIZE:
-        more = waiting[-1].event.order_key
+        last = waiting[-1].event
+        more = records.order_key(last.created_ms, last.subject)
     return page.render(
         "listener.html",
         listener=listener,

@@ -20,9 +20,9 @@ from uuid import UUID
 class ListenerKeys:
     """The keys of one listener, in the order the listener scripts take them."""
 
-    meta: str  # hash: owner, namespace, routing_key, user_key, generation counter
-    events: str  # hash: subject -> packed pending-event record
-    index: str  # sorted set (all scores 0): subjects in lexical order, for paging
+    meta: str  # hash: owner, namespace, routing_key, user_key, generation and entry counters
+    events: str  # hash: subject -> packed pending-event record (records.py)
+    index: str  # sorted set: subject -> creation ms, for paging (lua/page.lua) and ages
     lanes: str  # sorted set: ranks whose lane may hold undelivered entries
     retry: str  # sorted set: subject -> ms when its back-off ends (delivered events)
     lane_prefix: str  # + rank = a lane stream; not a key itself

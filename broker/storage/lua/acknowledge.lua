@@ -9,7 +9,7 @@ local r = load(ARGV[2])
 if not r or r.gen ~= ARGV[3] then return 0 end
 remove_entry(r)
 redis.call('HDEL', EVENTS, ARGV[2])
-redis.call('ZREM', INDEX, index_member(r, ARGV[2]))
+redis.call('ZREM', INDEX, ARGV[2])
 if r.silenced == 1 then redis.call('HINCRBY', META, 'silenced', -1) end
 redis.call('ZREM', RETRY, ARGV[2])
 count_rate('a', 1, tonumber(ARGV[4]))

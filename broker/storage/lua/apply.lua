@@ -5,7 +5,7 @@
 -- Returns the number of entries that changed something, or -1 if the listener is gone.
 -- Idempotent: an entry whose id equals the record's last applied id is skipped;
 -- an older entry (fan-out workers ran out of order) only merges its priority.
--- The creation time is the first applied entry's and never changes (it orders `index`).
+-- The creation time is the first applied entry's and never changes (its score in `index`).
 -- Cost: O(log n) per entry; about four commands for a new event, plus two per call
 -- (the console's per-minute count, see count_rate).
 if redis.call('EXISTS', META) == 0 then return -1 end
@@ -20,21 +20,23 @@ end
 for i = 2, #ARGV, 4 do
   local subject, priority, src, created = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local r = load(subject)
-  if not r then
-    r = {gen = next_gen(), priority = priority, silenced = 0,
-         created = created, deliveries = 0, entry = '', rank = '', src = src}
+  -- Its creation time (an event without one is in no layout this reads: made anew).
+  local first = r and tonumber(redis.call('ZSCORE', INDEX, subject))
+  if not first then
+    r = {gen = next_gen(), priority = priority, silenced = 0, deliveries = 0, entry = '', rank = ''}
+    set_source(r, src, tonumber(created))
     place(subject, r, true)
-    redis.call('ZADD', INDEX, 0, index_member(r, subject))
+    redis.call('ZADD', INDEX, created, subject)
     save(subject, r)
     changed = changed + 1
   else
-    local order = compare_ids(src, r.src)
+    local order = compare_ids(src, source_id(r, first))
     if order > 0 then
       -- A re-send: new generation (old tokens go stale), fetchable now, back-off reset.
       r.gen = next_gen()
       r.priority = math.min(r.priority, priority)
       r.deliveries = 0
-      r.src = src
+      set_source(r, src, first)
       place(subject, r)
       save(subject, r)
       changed = changed + 1

@@ -12,7 +12,10 @@ local cursor = '0'
 repeat
   local page = redis.call('HSCAN', EVENTS, cursor, 'COUNT', 1000)
   cursor = page[1]
-  for i = 2, #page[2], 2 do ranks[unpack_record(page[2][i]).rank] = true end
+  for i = 2, #page[2], 2 do
+    local r = unpack_record(page[2][i])
+    if r then ranks[r.rank] = true end
+  end
 until cursor == '0'
 for rank in pairs(ranks) do redis.call('UNLINK', LANE .. rank) end
 redis.call('UNLINK', META, EVENTS, INDEX, LANES, RETRY)

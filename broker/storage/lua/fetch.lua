@@ -35,7 +35,7 @@ while true do
       local delay = math.max(tonumber(ARGV[2]), math.min(2^r.deliveries * 1000, tonumber(ARGV[3])))
       redis.call('ZADD', RETRY, now + delay, subject)
       save(subject, r)
-      return {subject, r.priority, r.gen, r.silenced, r.created, r.deliveries}
+      return {subject, r.priority, r.gen, r.silenced, created_of(subject), r.deliveries}
     end
     -- An entry no record points at (cannot happen unless keys were edited by hand).
     redis.call('XACK', lane, GROUP, id)

@@ -1,14 +1,16 @@
--- Shared prelude of every listener script (prepended by store.py).
+-- Shared prelude of every listener script (prepended by store.py, after records.lua).
 --
 -- All listener scripts take the same KEYS, all in the listener's hash tag:
 --   KEYS[1] meta    hash: owner, namespace, routing_key, user_key, gen (generation
---                   counter), silenced (how many pending events are silenced)
---   KEYS[2] events  hash: subject -> packed record (see pack/unpack)
---   KEYS[3] index   sorted set, score 0, members index_member(r, subject): pending
---                   events ordered by (creation time, subject), for paging and age
---   KEYS[4] lanes   sorted set: ranks whose lane may hold undelivered entries
+--                   counter), silenced (how many pending events are silenced),
+--                   placed (lane entries ever written: the next entry's id)
+--   KEYS[2] events  hash: subject -> packed record (records.lua)
+--   KEYS[3] index   sorted set: subject -> creation ms: pending events ordered by
+--                   (creation time, subject), for paging (page.lua) and age (stats.lua)
+--   KEYS[4] lanes   sorted set: ranks (member: in base 36) whose lane may hold
+--                   undelivered entries
 --   KEYS[5] retry   sorted set: subject -> ms when its back-off ends
---   KEYS[6] lane prefix: KEYS[6] .. rank is a lane stream (same hash tag)
+--   KEYS[6] lane prefix: KEYS[6] .. base-36 rank is a lane stream (same hash tag)
 --
 -- A pending event has exactly one stream entry, in the lane of its rank: unread
 -- (ready to fetch) or in the lane group's PEL (delivered, waiting out its back-off,
@@ -18,31 +20,27 @@
 local META, EVENTS, INDEX, LANES, RETRY, LANE = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local GROUP, CONSUMER = 'g', 'c'
 
--- gen|priority|silenced|created_ms|deliveries|entry id|rank|ingest id last applied
-local function unpack_record(packed)
-  local f = {}
-  for part in string.gmatch(packed, '([^|]*)|?') do f[#f + 1] = part end
-  return {gen = f[1], priority = tonumber(f[2]), silenced = tonumber(f[3]),
-          created = f[4], deliveries = tonumber(f[5]), entry = f[6], rank = f[7], src = f[8]}
-end
-
-local function pack_record(r)
-  return table.concat({r.gen, string.format('%d', r.priority), r.silenced, r.created,
-                       r.deliveries, r.entry, r.rank, r.src}, '|')
-end
-
+-- Where the event's entry goes: its rank (a number ordering `lanes`) and the lane's key
+-- suffix and `lanes` member (the rank in base 36, as the record stores it).
 local function rank_of(r)
   -- 1 + 31 + 21 bits: exact in a double. Priorities are GraphQL Ints (< 2^31).
-  return string.format('%.0f', r.silenced * 2^52 + r.priority * 2^21 + math.min(r.deliveries, 2^21 - 1))
-end
-
-local function index_member(r, subject)
-  return string.format('%013d', tonumber(r.created)) .. ':' .. subject
+  local rank = r.silenced * 2^52 + r.priority * 2^21 + math.min(r.deliveries, 2^21 - 1)
+  return rank, base36(rank)
 end
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A pending event's creation ms (its score in `index`). One missing from the index (keys
+-- edited by hand) is indexed now, so that listings show it again.
+local function created_of(subject)
+  local created = redis.call('ZSCORE', INDEX, subject)
+  if created then return created end
+  created = string.format('%d', now_ms())
+  redis.call('ZADD', INDEX, created, subject)
+  return created
 end
 
 -- Compare two stream ids "ms-seq": -1, 0 or 1.
@@ -90,26 +88,29 @@ local function place(subject, r, fresh)
     remove_entry(r)
     redis.call('ZREM', RETRY, subject)
   end
-  r.rank = rank_of(r)
+  local rank
+  rank, r.rank = rank_of(r)
   local lane = LANE .. r.rank
   if not open_lanes[r.rank] then
     if redis.call('EXISTS', lane) == 0 then
       redis.call('XGROUP', 'CREATE', lane, GROUP, '0', 'MKSTREAM')
     end
-    redis.call('ZADD', LANES, tonumber(r.rank), r.rank)
+    redis.call('ZADD', LANES, string.format('%.0f', rank), r.rank)
     open_lanes[r.rank] = true
   end
-  r.entry = redis.call('XADD', lane, '*', 's', subject)
+  -- Entry ids count placements per listener: short in the record, and increasing in
+  -- every lane (records.lua).
+  local placed = redis.call('HINCRBY', META, 'placed', 1)
+  r.entry = redis.call('XADD', lane, string.format('0-%d', placed), 's', subject)
 end
 
 local function load(subject)
   local packed = redis.call('HGET', EVENTS, subject)
   if not packed then return nil end
-  local r = unpack_record(packed)
-  -- A record in another layout (an older version's, or damaged) counts as no event:
-  -- nothing reads it, and a new send of its subject writes a good one over it.
-  if not (r.priority and r.silenced and r.deliveries and tonumber(r.created)) then return nil end
-  return r
+  -- A record in another layout (damaged, or an older version's that layout.py did not
+  -- refuse) counts as no event: nothing reads it, and a new send of its subject writes
+  -- a good one over it.
+  return unpack_record(packed)
 end
 
 local function save(subject, r)

@@ -1,6 +1,6 @@
 -- Pending-event figures of one or more listeners for the metrics, in one call.
--- Stand-alone (no listener.lua prelude) and with only the keys it reads: a snapshot
--- reads every listener, so every argument less is work saved.
+-- Without the listener.lua prelude (records.lua only) and with only the keys it reads:
+-- a snapshot reads every listener, so every argument less is work saved.
 -- KEYS[3i+1] meta  KEYS[3i+2] events  KEYS[3i+3] index of the i-th listener (see
 -- listener.lua). One listener per call on a cluster (its keys share a slot); on a
 -- single server many per call, which saves the client most of its per-call work.
@@ -17,18 +17,18 @@ local function figures(meta, events, index)
   if pending == 0 then return {0, 0, '', ''} end
   -- A damaged count reads as 0 rather than failing every listener of the call.
   local silenced = math.min(tonumber(redis.call('HGET', meta, 'silenced')) or 0, pending)
-  local first = redis.call('ZRANGE', index, 0, 0)[1]
-  -- Index members are '%013d' creation ms, ':', subject (listener.lua index_member).
-  local oldest = first and tonumber(string.sub(first, 1, 13)) or ''
+  -- Index members are subjects, scored by creation ms.
+  local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+  local oldest = first[2] and tonumber(first[2]) or ''
   if silenced == 0 then return {pending, 0, oldest, ''} end
   if silenced == pending then return {pending, silenced, '', oldest} end
   local loud, quiet = nil, nil
-  for _, member in ipairs(redis.call('ZRANGE', index, 0, scan - 1)) do
-    local packed = redis.call('HGET', events, string.sub(member, 15))
+  local oldest_few = redis.call('ZRANGE', index, 0, scan - 1, 'WITHSCORES')
+  for i = 1, #oldest_few, 2 do
+    local packed = redis.call('HGET', events, oldest_few[i])
     if packed then
-      local ms = tonumber(string.sub(member, 1, 13))
-      -- The third field of a packed record is its silenced flag (listener.lua pack_record).
-      if string.match(packed, '^[^|]*|[^|]*|([^|]*)') == '1' then
+      local ms = tonumber(oldest_few[i + 1])
+      if packed_silenced(packed) then
         quiet = quiet or ms
       else
         loud = loud or ms

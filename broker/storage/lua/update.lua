@@ -4,7 +4,7 @@
 -- ARGV[2] silenced filter: '' (any) | '0' | '1'
 -- ARGV[3] n = number of priorities in the filter, or -1 for no priority filter
 -- ARGV[4 .. 3+n] priorities; the rest: subjects to consider.
--- Returns the touched events as a flat list of {subject, packed record}.
+-- Returns the touched events as a flat list of {subject, packed record, created ms}.
 -- None of them changes generation or delivery count; silence only re-ranks an
 -- event, unsilence and rerun also make it fetchable at once.
 local action, silenced_filter, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -40,6 +40,7 @@ for i = 4 + math.max(n, 0), #ARGV do
       save(subject, r)
       touched[#touched + 1] = subject
       touched[#touched + 1] = pack_record(r)
+      touched[#touched + 1] = created_of(subject)
     end
   end
 end
