@@ -68,8 +68,9 @@ class Env:
     ) -> None:
         """`processes` separate brokers (own ports), each `serve --workers <workers>`.
 
-        `settings` adds BROKER_* variables (the default: BROKER_LOG_LEVEL=WARNING only);
-        `variant` names a change of benchmarks/variants.py to run the broker with.
+        `settings` adds BROKER_* variables (the default: BROKER_LOG_LEVEL=WARNING, and
+        quotas no phase reaches); `variant` names a change of benchmarks/variants.py to
+        run the broker with.
         """
         assert self.redis_server is not None
         self.workers = workers
@@ -110,6 +111,10 @@ class Env:
         """Start `python -m broker serve` (a quick, non-blocking fork+exec)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
         env.update(BROKER_REDIS_URL=redis_url, BROKER_LOG_LEVEL="WARNING")
+        # Every phase declares as one (insecure-dev) owner, past the default quota.
+        env.update(
+            BROKER_MAX_LISTENERS_PER_OWNER="1000000", BROKER_MAX_NAMESPACES_PER_OWNER="10000"
+        )
         env.update(settings)
         entry = ["broker"] if variant is None else ["benchmarks.variants", variant]
         # The child gets its own copy of the log's descriptor; ours is closed right away.
