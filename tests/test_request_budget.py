@@ -54,13 +54,71 @@ async def test_a_nested_query_over_more_listeners_than_the_budget_is_refused_by_
 
     body = await api.post(NESTED)
 
-    messages = {error["message"] for error in body["errors"]}
-    assert len(messages) == 1
-    message = messages.pop()
+    # One error, before any listener's events were read: the page's size said it all.
+    assert len(body["errors"]) == 1
+    message = body["errors"][0]["message"]
     assert "`event_listeners` selects `Listener.events` for more than 5 objects" in message
     assert "filter" in message and "limit" in message
-    assert calls <= 5
+    assert calls == 0
     assert (await api.data(LIMITED))["event_listeners"]["objects"]
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        (
+            "{ event_namespaces { objects { listeners { uuid events { subject } } } } }",
+            "Listener.events",
+        ),
+        (
+            "{ me { actor { event_listeners { ...Events } } } } "
+            "fragment Events on Listener { uuid pending: events { subject } }",
+            "Listener.events",
+        ),
+        (
+            "query($all: Boolean!) { event_listeners { objects { uuid "
+            "... @include(if: $all) { events { subject } } } } }",
+            "Listener.events",
+        ),
+    ],
+    ids=["namespaces' listeners' events", "through a fragment", "through an included fragment"],
+)
+async def test_a_list_whose_nested_fields_would_pass_the_budget_is_refused_before_any_runs(
+    make_api: MakeApi, document: str, field: str
+) -> None:
+    api = await make_api(max_nested_per_request=5)
+    await declare_many(api, 6)
+    broker = api.app.state.broker_state["broker"]
+    calls = 0
+    real = broker.listener_events
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await real(*args, **kwargs)
+
+    broker.listener_events = counted
+
+    body = await api.post(document, {"all": True})
+
+    assert len(body["errors"]) == 1, body["errors"]
+    assert f"selects `{field}` for more than 5 objects" in body["errors"][0]["message"]
+    assert calls == 0
+
+
+async def test_a_nested_field_left_out_by_include_costs_nothing_of_the_budget(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api(max_nested_per_request=5)
+    await declare_many(api, 6)
+    document = (
+        "query($all: Boolean!) { event_listeners { objects { uuid "
+        "... @include(if: $all) { events { subject } } } } }"
+    )
+
+    data = await api.data(document, {"all": False})
+
+    assert len(data["event_listeners"]["objects"]) == 6
 
 
 async def test_nested_fields_of_one_callers_requests_run_a_few_at_a_time_in_all(

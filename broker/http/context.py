@@ -12,6 +12,7 @@ from uuid import UUID
 from graphql import GraphQLResolveInfo, OperationType
 
 from broker import auth, errors
+from broker.http.preflight import item_fields
 from broker.models import Caller, Listener, Namespace, PendingEvent
 from broker.operations import Broker
 from broker.settings import Settings
@@ -26,6 +27,9 @@ EVENTS_PER_REQUEST = 10_000
 # by one caller from many clients at once, must not take the connection pool or the
 # event loop from every other caller.
 NESTED_CONCURRENCY = 8
+# The nested fields that read Redis once for every object of a list (`Listener.namespace`
+# and `FullEvent.listener` read once per distinct key: see `Context.listener`).
+PER_ITEM = frozenset({"Listener.events", "Namespace.listeners"})
 
 
 class CallerSlots:
@@ -101,21 +105,39 @@ class Context:
         """Guard one nested field's Redis work: counted, and a few at a time."""
         self.nested_spent += 1
         if self.nested_spent > self.nested_limit and self.nested_refused is None:
-            root = _root_field(info)
-            self.nested_refused = errors.InvalidInput(
-                _made(info, root)
-                + f"`{root}` selects `{info.parent_type.name}.{info.field_name}` for more "
-                f"than {self.nested_limit} objects in one request; narrow `{root}` with "
-                "its `filter` (e.g. `uuids`, `owners`, `namespaces`) and a `limit`, and "
-                "page with `cursor`, or list events with the root field `events` instead"
-            )
-        if self.nested_refused is not None:
-            raise self.nested_refused
+            self._refuse(info, f"{info.parent_type.name}.{info.field_name}")
+        self._raise_if_refused()
         async with self.nested_slots.hold(self.caller.owner):
             # Refused while this one waited: the answer is an error anyway.
-            if self.nested_refused is not None:
-                raise self.nested_refused
+            self._raise_if_refused()
             yield
+
+    def expect(self, info: GraphQLResolveInfo[Any], items: int) -> None:
+        """Refuse a list of `items` now if their nested fields would go past the budget.
+
+        Called by the resolvers of lists of listeners and namespaces, before any item's
+        nested field runs: refusing only when the budget runs out, item by item, left
+        graphql-core to complete (and fail) every remaining item, which cost the event
+        loop more than the answer would have.
+        """
+        fields = item_fields(info, PER_ITEM)
+        if fields and self.nested_spent + len(fields) * items > self.nested_limit:
+            self._refuse(info, fields[0])
+            self._raise_if_refused()
+
+    def _refuse(self, info: GraphQLResolveInfo[Any], field_name: str) -> None:
+        root = _root_field(info)
+        self.nested_refused = errors.InvalidInput(
+            _made(info, root) + f"`{root}` selects `{field_name}` for more "
+            f"than {self.nested_limit} objects in one request; narrow `{root}` with "
+            "its `filter` (e.g. `uuids`, `owners`, `namespaces`) and a `limit`, and "
+            "page with `cursor`, or list events with the root field `events` instead"
+        )
+
+    def _raise_if_refused(self) -> None:
+        if self.nested_refused is not None:
+            # A new exception each time: one raised again and again collects a traceback.
+            raise errors.InvalidInput(str(self.nested_refused))
 
     def spend(
         self, events: list[PendingEvent], info: GraphQLResolveInfo[Any] | None = None

@@ -94,6 +94,35 @@ def _fields(info: GraphQLResolveInfo[Any]) -> Iterator[tuple[GraphQLObjectType, 
                 stack.append((kind, fragment.selection_set))
 
 
+def item_fields(info: GraphQLResolveInfo[Any], wanted: frozenset[str]) -> list[str]:
+    """The `wanted` fields ("Type.field", once per response key) that the field of `info`
+    selects on the objects it returns, through fragments, as graphql-core includes them."""
+    found: list[str] = []
+    stack: list[tuple[Any, SelectionSetNode | None]] = [
+        (get_named_type(info.return_type), node.selection_set) for node in info.field_nodes
+    ]
+    while stack:
+        parent, selection_set = stack.pop()
+        if selection_set is None or not isinstance(parent, GraphQLObjectType):
+            continue
+        for selection in selection_set.selections:
+            if not _included(selection, info.variable_values):
+                continue
+            if isinstance(selection, FieldNode):
+                key = f"{parent.name}.{selection.name.value}"
+                if key in wanted:
+                    found.append(key)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                kind = parent if condition is None else info.schema.get_type(condition.name.value)
+                stack.append((kind, selection.selection_set))
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = info.fragments[selection.name.value]
+                kind = info.schema.get_type(fragment.type_condition.name.value)
+                stack.append((kind, fragment.selection_set))
+    return found
+
+
 def _included(node: SelectionNode, variables: Any) -> bool:
     skip = get_directive_values(GraphQLSkipDirective, node, variables)
     if skip is not None and skip["if"] is True:

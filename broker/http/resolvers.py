@@ -239,7 +239,9 @@ async def _namespace_listeners(
         namespaces=NamespaceFilter(names=frozenset([namespace.name])),
     )
     async with ctx.nested(info):
-        return (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
+        found = (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
+    ctx.expect(info, len(found))
+    return found
 
 
 actor_type = ObjectType("Actor")
@@ -260,7 +262,9 @@ async def _actor_namespaces(
 ) -> list[Namespace]:
     selection = namespace_filter(filter)
     own = NamespaceFilter(selection.names, frozenset([caller.owner]), selection.public)
-    return (await info.context.broker.namespaces(caller, own, limit, cursor)).objects
+    found = (await info.context.broker.namespaces(caller, own, limit, cursor)).objects
+    info.context.expect(info, len(found))
+    return found
 
 
 @gated(actor_type, "event_listeners")
@@ -279,7 +283,9 @@ async def _actor_listeners(
         selection.routing_keys,
         selection.namespaces,
     )
-    return (await info.context.broker.listeners(caller, own, limit, cursor)).objects
+    found = (await info.context.broker.listeners(caller, own, limit, cursor)).objects
+    info.context.expect(info, len(found))
+    return found
 
 
 pages = [ObjectType(name) for name in ("FullEventPaged", "ListenerPaged", "NamespacePaged")]
@@ -287,6 +293,7 @@ pages = [ObjectType(name) for name in ("FullEventPaged", "ListenerPaged", "Names
 
 def _page_objects(page: dict[str, Any], info: GraphQLResolveInfo[Context]) -> list[Any]:
     objects: list[Any] = page["objects"]
+    info.context.expect(info, len(objects))
     return objects
 
 
