@@ -21,6 +21,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Hashable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -215,6 +217,26 @@ def parse_checked(text: str) -> DocumentNode:
     return parse(text, max_lexical_tokens=MAX_TOKENS, max_comments=MAX_TOKENS)
 
 
+# How often the child looks whether the server that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the child: end it when the server is gone (killed, or crashed).
+
+    A ProcessPoolExecutor worker holds both ends of its task queue, so it never sees the
+    server's end close and would wait forever, an orphan, after a `kill -9` of the server.
+    A daemon thread watching the parent's pid is the portable way out.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class Checker:
     """The child process, shared by every endpoint of the server: one text at a time.
 
@@ -233,7 +255,12 @@ class Checker:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the server has threads (and locks held by them) to leave behind.
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     async def check(self, checks: Checks, text: str, caller: Hashable) -> Outcome:

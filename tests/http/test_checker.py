@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -97,3 +98,49 @@ def test_a_server_started_from_an_unguarded_script_checks_on_a_thread(tmp_path: 
     last = done.stdout.strip().splitlines()[-1]
     assert last == "True [\"Cannot query field 'nope' on type 'Query'.\"]", done.stderr[-2000:]
     assert "checking on a thread instead" in done.stderr
+
+
+SERVER = """
+import asyncio, sys
+from broker.http.checker import CHECKER, Checks
+from broker.settings import Settings
+
+async def main():
+    await CHECKER.check(Checks.of(Settings(), False), "{ __typename }", "a")
+    print(await CHECKER.pid(), flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_the_child_ends_when_the_server_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "serve.py"
+    script.write_text(SERVER)
+    server = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert server.stdout is not None
+    with server.stdout:
+        child = int(server.stdout.readline())
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait()
+    for _ in range(200):  # a sanity bound: it looks for its parent once a second
+        if not Path(f"/proc/{child}").exists() or "Z" in _state(child):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the checker process outlived the server")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
