@@ -34,9 +34,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        if len(self.headers) >= MAX_HEADERS:
-            raise HeadTooLarge(f"more than {MAX_HEADERS} headers")
+        # Called for every header of every request: the checks are inlined.
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES or len(self.headers) >= MAX_HEADERS:
+            raise HeadTooLarge(f"request head over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers")
         super().on_header(name, value)
 
     def _count(self, size: int) -> None:
