@@ -92,7 +92,8 @@ def _sentinel_failover(sentinel: LocalSentinel, tmp_path: Path, wait_replicas: i
         confirmed_before = len(history.confirmed)
         # The old master comes back (as a pod would) and the sentinels make it a replica.
         sentinel.node(old).start()
-        sentinel.wait_for_replicas(sentinel.node(new), 1)
+        # A sanity bound: the restarted node loads its data, is reconfigured, then syncs.
+        sentinel.wait_for_replicas(sentinel.node(new), 1, seconds=90)
         time.sleep(UNDER_LOAD_SECONDS)
         load.stop_emitting()
         assert len(history.confirmed) > confirmed_before, history.reasons
