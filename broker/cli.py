@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -100,6 +101,19 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What `serve` and `relay` run uvicorn with."""
+    return dict(
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        log_level=settings.log_level.lower(),
+        # Logging is ours (broker/logs.py): one line per request, uvicorn's through it.
+        log_config=None,
+        access_log=False,
+        # A request's head is bounded before the app sees it.
+        http=BoundedHttpToolsProtocol,
+    )
+
+
 def serve(host: str, port: int, workers: int) -> None:
     settings = load_settings()
     logs.configure(settings)
@@ -123,12 +137,7 @@ def serve(host: str, port: int, workers: int) -> None:
             host=host,
             port=port,
             workers=workers,
-            timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-            log_level=settings.log_level.lower(),
-            # Logging is ours (broker/logs.py): one line per request, uvicorn's through it.
-            log_config=None,
-            access_log=False,
-            http=BoundedHttpToolsProtocol,
+            **_uvicorn_options(settings),
         )
 
 
@@ -158,11 +167,7 @@ def relay(host: str, port: int) -> None:
         create_relay_app(settings, relay_settings),
         host=host,
         port=port,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        log_level=settings.log_level.lower(),
-        log_config=None,
-        access_log=False,
-        http=BoundedHttpToolsProtocol,
+        **_uvicorn_options(settings),
     )
 
 

@@ -66,8 +66,11 @@ def check_answer(
             read(get_argument_values(parent.fields[node.name.value], node, info.variable_values))
 
 
-def _fields(info: GraphQLResolveInfo[Any]) -> Iterator[tuple[GraphQLObjectType, FieldNode]]:
-    """Every field selected below the field of `info`, with the type it is selected on."""
+def _fields(
+    info: GraphQLResolveInfo[Any], deep: bool = True
+) -> Iterator[tuple[GraphQLObjectType, FieldNode]]:
+    """The fields selected below the field of `info`, each with the type it is selected on:
+    all of them, or (`deep=False`) those on the objects it returns only."""
     stack: list[tuple[Any, SelectionSetNode | None]] = [
         (get_named_type(info.return_type), node.selection_set) for node in info.field_nodes
     ]
@@ -82,8 +85,9 @@ def _fields(info: GraphQLResolveInfo[Any]) -> Iterator[tuple[GraphQLObjectType, 
                 if selection.name.value.startswith("__"):
                     continue
                 yield parent, selection
-                field = parent.fields[selection.name.value]
-                stack.append((get_named_type(field.type), selection.selection_set))
+                if deep:
+                    field = parent.fields[selection.name.value]
+                    stack.append((get_named_type(field.type), selection.selection_set))
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
                 kind = parent if condition is None else info.schema.get_type(condition.name.value)
@@ -97,30 +101,8 @@ def _fields(info: GraphQLResolveInfo[Any]) -> Iterator[tuple[GraphQLObjectType, 
 def item_fields(info: GraphQLResolveInfo[Any], wanted: frozenset[str]) -> list[str]:
     """The `wanted` fields ("Type.field", once per response key) that the field of `info`
     selects on the objects it returns, through fragments, as graphql-core includes them."""
-    found: list[str] = []
-    stack: list[tuple[Any, SelectionSetNode | None]] = [
-        (get_named_type(info.return_type), node.selection_set) for node in info.field_nodes
-    ]
-    while stack:
-        parent, selection_set = stack.pop()
-        if selection_set is None or not isinstance(parent, GraphQLObjectType):
-            continue
-        for selection in selection_set.selections:
-            if not _included(selection, info.variable_values):
-                continue
-            if isinstance(selection, FieldNode):
-                key = f"{parent.name}.{selection.name.value}"
-                if key in wanted:
-                    found.append(key)
-            elif isinstance(selection, InlineFragmentNode):
-                condition = selection.type_condition
-                kind = parent if condition is None else info.schema.get_type(condition.name.value)
-                stack.append((kind, selection.selection_set))
-            elif isinstance(selection, FragmentSpreadNode):
-                fragment = info.fragments[selection.name.value]
-                kind = info.schema.get_type(fragment.type_condition.name.value)
-                stack.append((kind, fragment.selection_set))
-    return found
+    found = (f"{parent.name}.{node.name.value}" for parent, node in _fields(info, deep=False))
+    return [key for key in found if key in wanted]
 
 
 def _included(node: SelectionNode, variables: Any) -> bool:
