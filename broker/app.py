@@ -23,9 +23,10 @@ from broker.console.routes import console_app
 from broker.fanout import FanOut
 from broker.http import metrics_access
 from broker.http.checker import Checks
-from broker.http.context import CallerSlots, context_for
+from broker.http.context import NESTED_CONCURRENCY, context_for
 from broker.http.endpoint import GraphQLEndpoint
 from broker.http.failures import format_error
+from broker.http.slots import CallerSlots
 from broker.logs import RequestLog
 from broker.management import Management
 from broker.metrics import Metrics
@@ -85,7 +86,7 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
     )
 
     # Nested per-object work in flight, per caller over all its requests on both routes.
-    slots = CallerSlots()
+    slots = CallerSlots(NESTED_CONCURRENCY)
 
     def graphql(seed: bool) -> GraphQLEndpoint:
         return GraphQLEndpoint(

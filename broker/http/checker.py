@@ -23,11 +23,9 @@ import multiprocessing
 import os
 import threading
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Collection, Hashable
+from collections.abc import Collection, Hashable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -61,6 +59,7 @@ from broker.http.limits import (
     query_parser,
 )
 from broker.http.schema import schemas
+from broker.http.slots import CallerSlots
 from broker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,8 +248,7 @@ class Checker:
         self.answered = False  # the child has checked a text
         self.on_thread = False  # the child could not start: check on `_THREAD`
         self.per_caller = per_caller
-        self._slots: dict[Hashable, asyncio.Semaphore] = {}
-        self._holders: Counter[Hashable] = Counter()  # waiting or checking, per caller
+        self.slots = CallerSlots(per_caller)  # waiting or checking, per caller
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -266,7 +264,7 @@ class Checker:
     async def check(self, checks: Checks, text: str, caller: Hashable) -> Outcome:
         """`check(checks, text)`, run in the child process once `caller` has fewer than
         `per_caller` texts there: one caller's burst cannot queue in front of everyone's."""
-        async with self._slot(caller):
+        async with self.slots.hold(caller):
             return await self._run(checks, text)
 
     async def _run(self, checks: Checks, text: str) -> Outcome:
@@ -287,18 +285,6 @@ class Checker:
         log.error("the document checker process cannot start; checking on a thread instead")
         self.on_thread = True
         return await loop.run_in_executor(_THREAD, check, checks, text)
-
-    @asynccontextmanager
-    async def _slot(self, caller: Hashable) -> AsyncIterator[None]:
-        slot = self._slots.setdefault(caller, asyncio.Semaphore(self.per_caller))
-        self._holders[caller] += 1
-        try:
-            async with slot:
-                yield
-        finally:
-            self._holders[caller] -= 1
-            if not self._holders[caller]:  # kept only while in use
-                del self._holders[caller], self._slots[caller]
 
     def start(self) -> None:
         """Start the child now rather than at the first first sight (it takes ~1 s)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from graphql import GraphQLResolveInfo, OperationType
 
 from broker import auth, errors
 from broker.http.preflight import item_fields
+from broker.http.slots import CallerSlots
 from broker.models import Caller, Listener, Namespace, PendingEvent
 from broker.operations import Broker
 from broker.settings import Settings
@@ -30,38 +30,6 @@ NESTED_CONCURRENCY = 8
 # The nested fields that read Redis once for every object of a list (`Listener.namespace`
 # and `FullEvent.listener` read once per distinct key: see `Context.listener`).
 PER_ITEM = frozenset({"Listener.events", "Namespace.listeners"})
-
-
-class CallerSlots:
-    """Nested Redis work in flight per caller (owner), shared by all of its requests.
-
-    A per-request cap alone lets one owner multiply it by sending requests in parallel;
-    this one holds however many requests the owner sends. A caller's entry lives while
-    any of its nested fields runs or waits.
-    """
-
-    def __init__(self, size: int = NESTED_CONCURRENCY) -> None:
-        self.size = size
-        self._slots: dict[UUID | None, tuple[asyncio.Semaphore, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, caller: UUID | None) -> AsyncIterator[None]:
-        slots, users = self._slots.get(caller) or (asyncio.Semaphore(self.size), 0)
-        self._slots[caller] = (slots, users + 1)
-        try:
-            async with slots:
-                yield
-        finally:
-            slots, users = self._slots[caller]
-            if users == 1:
-                del self._slots[caller]
-            else:
-                self._slots[caller] = (slots, users - 1)
-
-    @property
-    def callers(self) -> int:
-        """Callers with nested work running or waiting now."""
-        return len(self._slots)
 
 
 def _made(info: GraphQLResolveInfo[Any], root: str) -> str:
@@ -97,7 +65,7 @@ class Context:
     event_budget: int = field(default_factory=lambda: EVENTS_PER_REQUEST)
     nested_limit: int = 200
     nested_spent: int = 0
-    nested_slots: CallerSlots = field(default_factory=CallerSlots)
+    nested_slots: CallerSlots = field(default_factory=lambda: CallerSlots(NESTED_CONCURRENCY))
     nested_refused: errors.InvalidInput | None = None
 
     @asynccontextmanager

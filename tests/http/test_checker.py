@@ -62,7 +62,7 @@ async def test_one_callers_burst_does_not_queue_in_front_of_another(
     await asyncio.gather(*burst, other)
     assert most == {"a": 2, "b": 1}
     assert len(started) == 11
-    assert checker._slots == {}  # nothing kept for callers that are gone
+    assert checker.slots.callers == 0  # nothing kept for callers that are gone
 
 
 async def test_a_child_that_died_is_replaced() -> None:
