@@ -63,7 +63,10 @@ class AmqpSource:
 
     @property
     def healthy(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        """Connected and consuming. Not before: OS2mo's exchange drops what it publishes
+        while our queue is not yet bound, so readiness must mean "bound and consuming"."""
+        connected = self.connection is not None and not self.connection.is_closed
+        return connected and self.consumer_tag is not None
 
     async def declare(self) -> AbstractQueue:
         """Connect and declare exchange, queue, bindings and the dead-letter queue (idempotent)."""

@@ -127,6 +127,24 @@ async def test_messages_become_events_in_mo_and_are_acknowledged(
     assert await queue_depth(queue) == 0
 
 
+async def test_the_source_is_healthy_only_once_its_queue_is_bound_and_consumed(
+    source: AmqpSource,
+) -> None:
+    """Readiness gates OS2mo's first publish: its exchange drops what no bound queue takes."""
+    running = asyncio.ensure_future(source.run())
+    ticks = 0
+    while not source.healthy and not running.done():  # watched at every step of the set-up
+        ticks += 1
+        await asyncio.sleep(0)
+    assert ticks > 0
+    assert source.healthy and source.consumer_tag is not None
+    source.stop()
+    await source.drain()
+    await running
+    await source.close()
+    assert not source.healthy
+
+
 async def test_a_bad_body_goes_to_the_dead_letter_queue_and_the_relay_goes_on(
     downstream: Api, source: AmqpSource, names: tuple[str, str]
 ) -> None:

@@ -166,6 +166,7 @@ def test_every_message_published_to_rabbitmq_reaches_the_listener_across_kill_9_
         subjects = [str(uuid4()) for _ in range(2 * EVENTS)]
         publish(exchange, [json.dumps(subject).encode() for subject in subjects[:EVENTS]])
         seen = receive_downstream(downstream, listener, {subjects[0]}, seconds=60, priority=10000)
+        assert subjects[0] in seen, relay.output()
         relay.proc.send_signal(signal.SIGKILL)
         relay.proc.wait()
         publish(exchange, [json.dumps(subject).encode() for subject in subjects[EVENTS:]])
