@@ -34,8 +34,9 @@ _NOT_DOCUMENT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # What a name may not hold: anything invisible or that changes how others render
 # (format characters such as U+200B and bidi controls, default-ignorable code points
 # such as variation selectors and Hangul fillers), private use, unassigned code points,
-# and white space other than the ASCII space (U+00A0, U+3000, line separators ...).
-_NOT_IN_NAME = regex.compile(r"[\p{C}\p{Default_Ignorable_Code_Point}\p{Z}--\x20]", regex.V1)
+# and white space other than the ASCII space (U+00A0, U+3000, line separators ...);
+# also U+2800 BRAILLE PATTERN BLANK, a symbol that renders as a blank cell.
+_NOT_IN_NAME = regex.compile(r"[\p{C}\p{Default_Ignorable_Code_Point}\p{Z}\u2800--\x20]", regex.V1)
 _IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
 
 # Unicode's table of confusable characters (UTS #39), as the `confusables` package ships it.

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # request carries no token (issue: security). Stable so a restart keeps ownership.
 DEV_OWNER = UUID("00000000-0000-4000-8000-000000000001")
 MIN_METRICS_TOKEN = 16  # characters: a guessable token would open /metrics to anyone
+MIN_SESSION_SECRET = 32  # characters of the key that signs console sessions
 
 
 class AuthMode(StrEnum):
@@ -41,7 +42,7 @@ class Settings(BaseSettings):
         default=None,
         description="Redis URL (redis:// or rediss://). Unset: start an embedded server.",
     )
-    redis_password: str | None = Field(
+    redis_password: SecretStr | None = Field(
         default=None, description="Password for Redis; overrides one in the URL."
     )
     redis_cluster: bool = Field(default=False, description="Talk to a Redis Cluster.")
@@ -58,7 +59,7 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = Field(
         default="mymaster", min_length=1, description="The master set the sentinels watch."
     )
-    redis_sentinel_password: str | None = Field(
+    redis_sentinel_password: SecretStr | None = Field(
         default=None,
         description="Password for the sentinels (the master's is BROKER_REDIS_PASSWORD).",
     )
@@ -179,7 +180,7 @@ class Settings(BaseSettings):
     console_client_id: str | None = Field(
         default=None, description="OIDC client the console signs in with (oidc mode)."
     )
-    console_client_secret: str | None = Field(
+    console_client_secret: SecretStr | None = Field(
         default=None, description="That client's secret; unset for a public client (PKCE only)."
     )
     console_redirect_url: str | None = Field(
@@ -187,9 +188,8 @@ class Settings(BaseSettings):
         description="Sign-in callback URL as the browser sees it; default: derived from the "
         "request (…/console/auth/callback). An https URL makes the session cookie Secure.",
     )
-    console_session_secret: str | None = Field(
+    console_session_secret: SecretStr | None = Field(
         default=None,
-        min_length=32,
         description="Key signing the console's session cookie; the same on every pod.",
     )
 
@@ -252,6 +252,11 @@ class Settings(BaseSettings):
         if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN:
             raise ValueError(
                 f"BROKER_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} characters"
+            )
+        secret = self.console_session_secret
+        if secret is not None and len(secret) < MIN_SESSION_SECRET:
+            raise ValueError(
+                f"BROKER_CONSOLE_SESSION_SECRET must be at least {MIN_SESSION_SECRET} characters"
             )
         if self.console_client_id and not self.console_session_secret:
             raise ValueError("BROKER_CONSOLE_CLIENT_ID needs BROKER_CONSOLE_SESSION_SECRET")

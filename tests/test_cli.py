@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broker.settings import Settings
 from broker.storage.embedded import EmbeddedRedis
 from tests import clients
 from tests.processes import Process, broker_env
@@ -79,6 +80,20 @@ def test_a_bad_setting_never_repeats_a_secret(settings: dict[str, str], secret: 
     assert result.returncode != 0
     assert result.stderr.startswith("invalid setting")
     assert secret not in result.stderr + result.stdout
+
+
+def test_settings_never_show_a_password_or_secret_when_printed() -> None:
+    secrets = {
+        "redis_password": "redis-password-1",
+        "redis_sentinel_password": "sentinel-password-1",
+        "console_client_secret": "console-client-secret-1",
+        "console_session_secret": "console-session-secret-0123456789abcdef",
+        "metrics_token": "metrics-token-0123456789",
+    }
+    settings = Settings(**secrets)  # type: ignore[arg-type]
+    shown = repr(settings) + str(settings) + repr(settings.model_dump())
+    for value in secrets.values():
+        assert value not in shown
 
 
 def test_oidc_without_a_metrics_token_warns_once_and_refuses_scrapes(

@@ -58,6 +58,7 @@ _INVISIBLE = "name must not hold invisible or formatting characters ({})"
         ("m\u00a0o", _INVISIBLE.format("U+00A0 NO-BREAK SPACE")),
         ("m\ufe0fo", _INVISIBLE.format("U+FE0F VARIATION SELECTOR-16")),
         ("\u3164", _INVISIBLE.format("U+3164 HANGUL FILLER")),
+        ("mo\u2800", _INVISIBLE.format("U+2800 BRAILLE PATTERN BLANK")),
         ("m\ue000o", _INVISIBLE.format("U+E000")),
         ("\u0301", "name must not start with a combining mark (U+0301 COMBINING ACUTE ACCENT)"),
         (

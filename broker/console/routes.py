@@ -106,7 +106,11 @@ def console_app(
         ),
     ]
     # Without a configured secret (insecure-dev), sessions last as long as the process.
-    secret = settings.console_session_secret or secrets.token_urlsafe(32)
+    secret = (
+        settings.console_session_secret.get_secret_value()
+        if settings.console_session_secret is not None
+        else secrets.token_urlsafe(32)
+    )
     redirect = settings.console_redirect_url or ""
     middleware = [
         Middleware(SecurityHeaders),

@@ -46,19 +46,19 @@ class SignIn:
         self.client: StarletteOAuth2App | None = None
         if settings.auth is AuthMode.OIDC and settings.console_client_id:
             issuer = str(settings.oidc_issuer).rstrip("/")
+            given = settings.console_client_secret
+            secret = given.get_secret_value() if given is not None else ""
             oauth = OAuth()
             self.client = oauth.register(
                 "broker",
                 client_id=settings.console_client_id,
-                client_secret=settings.console_client_secret,
+                client_secret=secret or None,
                 server_metadata_url=f"{issuer}/.well-known/openid-configuration",
                 client_kwargs={
                     "scope": "openid",
                     "code_challenge_method": "S256",
                     # A public client (no secret) authenticates with PKCE alone.
-                    "token_endpoint_auth_method": (
-                        "client_secret_basic" if settings.console_client_secret else "none"
-                    ),
+                    "token_endpoint_auth_method": ("client_secret_basic" if secret else "none"),
                     "trust_env": False,
                     "timeout": auth.FETCH_TIMEOUT_SECONDS,
                 },

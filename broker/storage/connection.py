@@ -49,7 +49,7 @@ def connect(settings: Settings) -> RedisClient:
         ),
     }
     if settings.redis_password is not None:
-        options["password"] = settings.redis_password
+        options["password"] = settings.redis_password.get_secret_value()
     if settings.redis_tls_ca_file is not None:
         options["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     if settings.redis_sentinels:
@@ -82,7 +82,7 @@ def _through_sentinels(settings: Settings, options: dict[str, Any]) -> Redis:
         "socket_timeout": 1.0,
     }
     if settings.redis_sentinel_password is not None:
-        sentinel_options["password"] = settings.redis_sentinel_password
+        sentinel_options["password"] = settings.redis_sentinel_password.get_secret_value()
     ca_file = options.pop("ssl_ca_certs", None)
     if settings.redis_sentinel_tls:
         sentinel_options["ssl"] = True
