@@ -23,10 +23,9 @@ from broker.console.routes import console_app
 from broker.fanout import FanOut
 from broker.http import metrics_access
 from broker.http.checker import Checks
-from broker.http.context import NESTED_CONCURRENCY, context_for
+from broker.http.context import Shares, context_for
 from broker.http.endpoint import GraphQLEndpoint
 from broker.http.failures import format_error
-from broker.http.slots import CallerSlots
 from broker.logs import RequestLog
 from broker.management import Management
 from broker.metrics import Metrics
@@ -85,15 +84,17 @@ def create_app(settings: Settings, redis: RedisClient | None = None) -> Starlett
         server=server,
     )
 
-    # Nested per-object work in flight, per caller over all its requests on both routes.
-    slots = CallerSlots(NESTED_CONCURRENCY)
+    # Nested per-object work and large answers in progress, per caller over all of its
+    # requests on both routes.
+    shares = Shares()
+    state["shares"] = shares
 
     def graphql(seed: bool) -> GraphQLEndpoint:
         return GraphQLEndpoint(
             Checks.of(settings, seed),
             settings=settings,
             authenticator=authenticator,
-            context=partial(context_for, broker, settings, slots),
+            context=partial(context_for, broker, settings, shares),
             error_formatter=partial(format_error, metrics=metrics),
         )
 

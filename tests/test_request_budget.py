@@ -9,6 +9,8 @@ field and the filters to narrow it with, and stops reading Redis.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -258,3 +260,96 @@ async def test_a_mutation_whose_answer_is_over_the_budget_says_its_change_is_mad
     messages = {error["message"] for error in found["errors"]}
     assert len(messages) == 1
     assert messages.pop().startswith("`event_rerun` made its change, but its answer is too large")
+
+
+async def test_large_answers_of_one_caller_are_completed_one_at_a_time_over_all_its_requests(
+    make_api: MakeApi,
+) -> None:
+    api = await make_api()
+    await declare_many(api, context.LARGE_ANSWER + 1)
+    someone_else = uuid4()
+    other = {"Authorization": "Bearer " + unsigned({"alg": "none"}, {"uuid": str(someone_else)})}
+    large = api.app.state.broker_state["shares"].large
+    real = large.hold
+    holding: dict[Any, int] = {}
+    most: dict[Any, int] = {}
+    overlapped = False
+
+    @asynccontextmanager
+    async def tracked(caller: Any) -> AsyncIterator[None]:
+        nonlocal overlapped
+        async with real(caller):
+            holding[caller] = holding.get(caller, 0) + 1
+            most[caller] = max(most.get(caller, 0), holding[caller])
+            overlapped |= len([n for n in holding.values() if n]) > 1
+            try:
+                await asyncio.sleep(0.05)  # hold it while the others arrive
+                yield
+            finally:
+                holding[caller] -= 1
+
+    large.hold = tracked
+    listing = "{ event_listeners { objects { uuid user_key } } }"
+    # Two large lists in one request take the caller's share once (no wait on itself).
+    twice = (
+        "{ a: event_listeners { objects { uuid } } b: me { actor { event_listeners { uuid } } } }"
+    )
+    answers = await asyncio.gather(
+        *(api.data(listing) for _ in range(3)), api.data(twice), api.data(listing, headers=other)
+    )
+
+    for data in answers[:3] + answers[4:]:
+        assert len(data["event_listeners"]["objects"]) == context.LARGE_ANSWER + 1
+    assert len(answers[3]["b"]["actor"]["event_listeners"]) == context.LARGE_ANSWER + 1
+    owner = next(caller for caller in most if caller != someone_else)
+    assert most == {owner: 1, someone_else: 1}  # one at a time per caller
+    assert overlapped  # but not one at a time for everyone
+    assert holding == {owner: 0, someone_else: 0}  # every request gave it back
+
+
+async def test_a_small_answer_never_waits_for_the_callers_large_one(make_api: MakeApi) -> None:
+    api = await make_api()
+    await declare_many(api, context.LARGE_ANSWER + 1)
+    large = api.app.state.broker_state["shares"].large
+    real = large.hold
+    held = asyncio.Event()
+    go_on = asyncio.Event()
+
+    @asynccontextmanager
+    async def stalled(caller: Any) -> AsyncIterator[None]:
+        async with real(caller):
+            held.set()
+            await go_on.wait()
+            yield
+
+    large.hold = stalled
+    listing = asyncio.ensure_future(api.data("{ event_listeners { objects { uuid } } }"))
+    async with asyncio.timeout(30):  # a bound, not a latency assertion
+        await held.wait()
+    small = await api.data("{ event_listeners(limit: 5) { objects { uuid } } }")
+    assert len(small["event_listeners"]["objects"]) == 5
+    assert not listing.done()
+    go_on.set()
+    assert len((await listing)["event_listeners"]["objects"]) == context.LARGE_ANSWER + 1
+
+
+async def test_objects_sharing_a_namespace_read_it_once_for_all_of_them(make_api: MakeApi) -> None:
+    api = await make_api(max_nested_per_request=3)
+    await declare_many(api, 10)
+    broker = api.app.state.broker_state["broker"]
+    reads = 0
+    real = broker.namespace
+
+    async def counted(name: str) -> Any:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)  # every listener asks before the first read is back
+        return await real(name)
+
+    broker.namespace = counted
+    data = await api.data("{ me { actor { event_listeners { uuid namespace { name } } } } }")
+
+    listeners = data["me"]["actor"]["event_listeners"]
+    assert len(listeners) == 10
+    assert {listener["namespace"]["name"] for listener in listeners} == {"mo"}
+    assert reads == 1

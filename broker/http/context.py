@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from graphql import GraphQLResolveInfo, OperationType
@@ -27,9 +28,20 @@ EVENTS_PER_REQUEST = 10_000
 # by one caller from many clients at once, must not take the connection pool or the
 # event loop from every other caller.
 NESTED_CONCURRENCY = 8
+# A list of more objects than LARGE_ANSWER is a large answer: completing it takes
+# milliseconds of the event loop (in slices: broker/http/slices.py). One caller has at
+# most LARGE_CONCURRENCY of them in progress at once, over all of its requests, so that
+# its clients sending large listings in parallel take no more of the loop than one does
+# (benchmarks/noisy_owner.py: another caller's fetch + acknowledge 10-18 ms without the
+# cap, 5.5-9 ms with it, against four clients listing 1,000 listeners).
+LARGE_ANSWER = 100
+LARGE_CONCURRENCY = 1
 # The nested fields that read Redis once for every object of a list (`Listener.namespace`
 # and `FullEvent.listener` read once per distinct key: see `Context.listener`).
 PER_ITEM = frozenset({"Listener.events", "Namespace.listeners"})
+
+Key = TypeVar("Key")
+Found = TypeVar("Found")
 
 
 def _made(info: GraphQLResolveInfo[Any], root: str) -> str:
@@ -51,6 +63,15 @@ def _root_field(info: GraphQLResolveInfo[Any]) -> str:
     return str(path.key)
 
 
+@dataclass(frozen=True)
+class Shares:
+    """What a caller may have in progress at once over all of its requests (`CallerSlots`);
+    one for the app, shared by both GraphQL routes."""
+
+    nested: CallerSlots = field(default_factory=lambda: CallerSlots(NESTED_CONCURRENCY))
+    large: CallerSlots = field(default_factory=lambda: CallerSlots(LARGE_CONCURRENCY))
+
+
 @dataclass
 class Context:
     """What every resolver gets as `info.context`, built once per request."""
@@ -59,14 +80,18 @@ class Context:
     caller: Caller
     # The caller's realm roles, checked against FIELD_ROLES. None by default: fail closed.
     roles: frozenset[str] = frozenset()
-    listeners: dict[UUID, Listener | None] = field(default_factory=dict)
-    namespaces: dict[str, Namespace | None] = field(default_factory=dict)
+    # Listeners and namespaces read for nested fields, once per request each.
+    listeners: dict[UUID, asyncio.Future[Listener | None]] = field(default_factory=dict)
+    namespaces: dict[str, asyncio.Future[Namespace | None]] = field(default_factory=dict)
     # Events one request may list in all, nested lists and aliases included.
     event_budget: int = field(default_factory=lambda: EVENTS_PER_REQUEST)
     nested_limit: int = 200
     nested_spent: int = 0
-    nested_slots: CallerSlots = field(default_factory=lambda: CallerSlots(NESTED_CONCURRENCY))
+    shares: Shares = field(default_factory=Shares)
     nested_refused: errors.InvalidInput | None = None
+    # The caller's large-answer share, once this request took it (`admit`).
+    _large: AsyncExitStack | None = None
+    _taking: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @asynccontextmanager
     async def nested(self, info: GraphQLResolveInfo[Any]) -> AsyncIterator[None]:
@@ -75,10 +100,31 @@ class Context:
         if self.nested_spent > self.nested_limit and self.nested_refused is None:
             self._refuse(info, f"{info.parent_type.name}.{info.field_name}")
         self._raise_if_refused()
-        async with self.nested_slots.hold(self.caller.owner):
+        async with self.shares.nested.hold(self.caller.owner):
             # Refused while this one waited: the answer is an error anyway.
             self._raise_if_refused()
             yield
+
+    async def admit(self, items: int) -> None:
+        """Before a list of `items` objects is completed: if that is a large answer, wait
+        for the caller's share of large answers. The request holds it until `release()`.
+
+        Called by the resolvers of lists once they know their length (the Redis reads
+        before it are bounded by the page and the nested slots), never while holding a
+        nested slot, so that no two requests wait on each other.
+        """
+        if items <= LARGE_ANSWER or self._large is not None:
+            return
+        async with self._taking:  # the request's other lists wait for the same share
+            if self._large is None:
+                large = AsyncExitStack()
+                await large.enter_async_context(self.shares.large.hold(self.caller.owner))
+                self._large = large
+
+    async def release(self) -> None:
+        """The request is answered: give back what it held."""
+        if self._large is not None:
+            await self._large.aclose()
 
     def expect(self, info: GraphQLResolveInfo[Any], items: int) -> None:
         """Refuse a list of `items` now if their nested fields would go past the budget.
@@ -121,26 +167,34 @@ class Context:
         return events
 
     async def listener(self, uuid: UUID, info: GraphQLResolveInfo[Any]) -> Listener | None:
-        if uuid not in self.listeners:
-            async with self.nested(info):
-                self.listeners[uuid] = await self.broker.listener(uuid)
-        return self.listeners[uuid]
+        if uuid not in self.listeners:  # concurrent look-ups of one key share one read
+            self.listeners[uuid] = asyncio.ensure_future(
+                self._read(self.broker.listener, uuid, info)
+            )
+        return await self.listeners[uuid]
 
     async def namespace(self, name: str, info: GraphQLResolveInfo[Any]) -> Namespace | None:
         if name not in self.namespaces:
-            async with self.nested(info):
-                self.namespaces[name] = await self.broker.namespace(name)
-        return self.namespaces[name]
+            self.namespaces[name] = asyncio.ensure_future(
+                self._read(self.broker.namespace, name, info)
+            )
+        return await self.namespaces[name]
+
+    async def _read(
+        self, read: Callable[[Key], Awaitable[Found]], key: Key, info: GraphQLResolveInfo[Any]
+    ) -> Found:
+        async with self.nested(info):
+            return await read(key)
 
 
 def context_for(
-    broker: Broker, settings: Settings, slots: CallerSlots, principal: auth.Principal
+    broker: Broker, settings: Settings, shares: Shares, principal: auth.Principal
 ) -> Context:
-    """The context of one request by `principal`; `slots` are the app's, for every request."""
+    """The context of one request by `principal`; `shares` are the app's, for every request."""
     return Context(
         broker=broker,
         caller=auth.caller_of(principal, settings),
         roles=principal.roles,
         nested_limit=settings.max_nested_per_request,
-        nested_slots=slots,
+        shares=shares,
     )

@@ -32,6 +32,7 @@ from starlette.types import Message, Receive, Scope, Send
 from broker import errors, explorer, inputs
 from broker.auth import Authenticator, Principal
 from broker.http.checker import Checks
+from broker.http.context import Context
 from broker.http.documents import DocumentCache
 from broker.http.failures import ErrorLog
 from broker.http.limits import JSONOnlyHTTPHandler
@@ -54,7 +55,7 @@ class GraphQLEndpoint:
         *,
         settings: Settings,
         authenticator: Authenticator,
-        context: Callable[[Principal], Any],
+        context: Callable[[Principal], Context],
         error_formatter: ErrorFormatter,
     ) -> None:
         self.schema = schema = checks.schema()
@@ -81,8 +82,10 @@ class GraphQLEndpoint:
         # GET: the explorer page (or Ariadne's refusal), under the explorer's CSP.
         self.explorer_page = explorer.WithSecurityHeaders(self.ariadne)
 
-    def ariadne_context(self, request: Request, data: Any) -> Any:
-        return self.context(request.scope["state"]["principal"])
+    def ariadne_context(self, request: Request, data: Any) -> Context:
+        state = request.scope["state"]
+        state["context"] = context = self.context(state["principal"])
+        return context
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":  # the explorer, or Ariadne's refusal
@@ -123,8 +126,13 @@ class GraphQLEndpoint:
                 self.fast_requests += 1
                 await respond(send, *answer)
                 return
-        scope.setdefault("state", {})["principal"] = principal
-        await self.ariadne(scope, replay(body, receive), send)
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        try:
+            await self.ariadne(scope, replay(body, receive), send)
+        finally:
+            if "context" in state:
+                await state.pop("context").release()
 
     async def execute_prepared(
         self, data: Any, principal: Principal
@@ -182,6 +190,8 @@ class GraphQLEndpoint:
             success, response = handle_query_result(result, **options)
         except GraphQLError as error:
             success, response = handle_graphql_errors([error], **options)
+        finally:
+            await context.release()  # the answer is complete; orjson encodes it at once
         ok = success or response.get("data") is not None
         return (200 if ok else 400), response
 

@@ -25,6 +25,7 @@ from broker.http.arguments import (
 )
 from broker.http.context import Context
 from broker.http.gates import gated, root
+from broker.http.slices import sliced
 from broker.models import Caller, Listener, ListenerFilter, Namespace, NamespaceFilter, PendingEvent
 from broker.operations import MAX_SUBJECT_LENGTH, check_list
 from broker.tokens import EventToken
@@ -58,6 +59,7 @@ async def _events(
         cursor,
     )
     ctx.spend(page.objects)
+    await ctx.admit(len(page.objects))
     return paged(page)
 
 
@@ -69,7 +71,9 @@ async def _event_listeners(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    return paged(await ctx.broker.listeners(ctx.caller, listener_filter(filter), limit, cursor))
+    page = await ctx.broker.listeners(ctx.caller, listener_filter(filter), limit, cursor)
+    await ctx.admit(len(page.objects))
+    return paged(page)
 
 
 @gated(query, "event_namespaces")
@@ -80,7 +84,9 @@ async def _event_namespaces(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    return paged(await ctx.broker.namespaces(ctx.caller, namespace_filter(filter), limit, cursor))
+    page = await ctx.broker.namespaces(ctx.caller, namespace_filter(filter), limit, cursor)
+    await ctx.admit(len(page.objects))
+    return paged(page)
 
 
 @gated(query, "me")
@@ -164,13 +170,15 @@ async def _unsilence(ctx: Context, input: dict[str, Any]) -> bool:
 @root
 async def _rerun(ctx: Context, input: dict[str, Any]) -> list[PendingEvent]:
     listeners = input.get("listeners")
-    return await ctx.broker.rerun(
+    rerun = await ctx.broker.rerun(
         ctx.caller,
         None if listeners is None else listener_filter(listeners),
         checked_list(input.get("subjects"), "subjects", MAX_SUBJECT_LENGTH),
         checked_list(input.get("priorities"), "priorities"),
         input.get("silenced"),
     )
+    await ctx.admit(len(rerun))
+    return sliced(rerun)
 
 
 # Object types -------------------------------------------------------------------------------
@@ -215,7 +223,8 @@ async def _listener_events(
     selection = event_selection(filter)
     async with ctx.nested(info):
         found = await ctx.broker.listener_events(ctx.caller, listener, selection, limit, cursor)
-    return ctx.spend(found, info)
+    await ctx.admit(len(found))
+    return sliced(ctx.spend(found, info))
 
 
 namespace_type = ObjectType("Namespace")
@@ -241,7 +250,8 @@ async def _namespace_listeners(
     async with ctx.nested(info):
         found = (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
     ctx.expect(info, len(found))
-    return found
+    await ctx.admit(len(found))
+    return sliced(found)
 
 
 actor_type = ObjectType("Actor")
@@ -264,7 +274,8 @@ async def _actor_namespaces(
     own = NamespaceFilter(selection.names, frozenset([caller.owner]), selection.public)
     found = (await info.context.broker.namespaces(caller, own, limit, cursor)).objects
     info.context.expect(info, len(found))
-    return found
+    await info.context.admit(len(found))
+    return sliced(found)
 
 
 @gated(actor_type, "event_listeners")
@@ -285,7 +296,8 @@ async def _actor_listeners(
     )
     found = (await info.context.broker.listeners(caller, own, limit, cursor)).objects
     info.context.expect(info, len(found))
-    return found
+    await info.context.admit(len(found))
+    return sliced(found)
 
 
 pages = [ObjectType(name) for name in ("FullEventPaged", "ListenerPaged", "NamespacePaged")]
@@ -294,7 +306,7 @@ pages = [ObjectType(name) for name in ("FullEventPaged", "ListenerPaged", "Names
 def _page_objects(page: dict[str, Any], info: GraphQLResolveInfo[Context]) -> list[Any]:
     objects: list[Any] = page["objects"]
     info.context.expect(info, len(objects))
-    return objects
+    return sliced(objects)
 
 
 for page_type in pages:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,12 +10,14 @@ from ariadne import MutationType, ObjectType, QueryType, make_executable_schema
 from graphql import ExecutionResult, execute, parse, validate
 
 from broker.http.plans import compile_plan
+from broker.http.slices import SLICE, Sliced
 
 SDL = """
 type Query {
   item(id: Int!): Item
   strict(id: Int!): Item!
   items: [Item!]
+  many(n: Int!, unnamed: Int = -1): [Item!]
   word: String
 }
 type Mutation { bump(by: Int! = 1): Int! }
@@ -25,6 +28,7 @@ type Item {
   slow: String
   fails: String
   number: Int
+  children: [Item!]
 }
 """
 ITEMS = {1: {"id": 1, "name": "one"}, 2: {"id": 2, "name": None}}
@@ -46,6 +50,16 @@ async def resolve_item(_: Any, info: Any, id: int) -> Any:
 def resolve_items(*_: Any) -> Any:
     calls.append("items")
     return [ITEMS[1], ITEMS[2]]
+
+
+@query.field("many")
+def resolve_many(_: Any, info: Any, n: int, unnamed: int) -> Any:
+    """`n` items; the item at `unnamed` has no name; item 3 has `n` children."""
+    calls.append("many")
+    items = [{"id": i, "name": None if i == unnamed else f"n{i}"} for i in range(n)]
+    if n > 3:
+        items[3]["children"] = Sliced({"id": -i, "name": "child"} for i in range(n))
+    return Sliced(items)  # as the broker's resolvers return long lists
 
 
 @query.field("word")
@@ -108,6 +122,7 @@ PLAIN = [
     ("query Q($id: Int!) { item(id: $id) { id name } }", {"id": 404}),
     ("{ item(id: 2) { renamed: name id } }", None),
     ("{ items { id name } }", None),
+    ("{ many(n: 250) { id name children { id name } } }", None),  # long lists, sliced
 ]
 DIFFICULT = [
     ("query Q($id: Int!) { item(id: $id) { id } }", {"id": "x"}),  # variables do not coerce
@@ -121,6 +136,8 @@ DIFFICULT = [
     ("{ item(id: 1) { fails name } }", None),  # a resolver below the root raises
     ("{ item(id: 1) { number } }", None),  # a value the scalar refuses
     ("{ word }", None),
+    ("{ many(n: 250, unnamed: 230) { nullable_name } }", None),  # in a later slice
+    ("{ many(n: 250, unnamed: 230) { children { nullable_name } } }", None),
 ]
 
 
@@ -158,3 +175,26 @@ def test_documents_beyond_the_plain_shape_get_no_plan(document: str) -> None:
     parsed = parse(document)
     assert validate(schema, parsed) == []
     assert compile_plan(schema, parsed) is None
+
+
+@pytest.mark.parametrize("plan", [True, False], ids=["plan", "graphql-core"])
+async def test_a_long_list_is_completed_with_the_event_loop_free_in_between(
+    plan: bool,
+) -> None:
+    turns = 0
+    stop = False
+
+    async def other_request() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    running = asyncio.ensure_future(other_request())
+    await asyncio.sleep(0)
+    turns = 0
+    result = await run("{ many(n: 1000) { id } }", None, plan=plan)
+    stop = True
+    await running
+    assert result.data == {"many": [{"id": n} for n in range(1000)]}
+    assert turns >= 1000 // SLICE
