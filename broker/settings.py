@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     redis_wait_replicas: int = Field(
         default=0,
         ge=0,
-        description="Replicas every confirmed write must reach before the broker confirms it.",
+        description="Replicas every confirmed write must reach before the broker confirms it; "
+        "unset: 1 with Sentinel (a failover then loses nothing confirmed), else 0.",
     )
     redis_wait_timeout_ms: int = Field(
         default=2000, ge=1, description="How long a confirmation waits for those replicas."
@@ -245,6 +246,10 @@ class Settings(BaseSettings):
                 "BROKER_REDIS_SENTINELS replaces BROKER_REDIS_URL and BROKER_REDIS_CLUSTER; "
                 "set only one of them"
             )
+        if self.redis_sentinels and "redis_wait_replicas" not in self.model_fields_set:
+            # Sentinel is there to survive a master's failure; without WAIT a failover
+            # drops confirmed writes the replica had not yet received.
+            self.redis_wait_replicas = 1
         if self.retry_max_seconds < self.retry_min_seconds:
             raise ValueError("BROKER_RETRY_MAX_SECONDS must be >= BROKER_RETRY_MIN_SECONDS")
         if self.auth is AuthMode.OIDC and not (self.oidc_issuer or self.oidc_jwks_url):

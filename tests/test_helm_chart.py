@@ -488,6 +488,15 @@ def test_sentinel_values_reach_the_broker_instead_of_a_url() -> None:
     assert base64.b64decode(redis["data"]["sentinel-password"]) == b"sentinel-secret"
 
 
+def test_wait_replicas_is_left_to_the_broker_unless_given() -> None:
+    """The broker's default: 1 with Sentinel (a failover then loses nothing it confirmed)."""
+    sentinel = {"sentinel": {"enabled": True, "hosts": ["my-redis.mo.svc:26379"]}}
+    assert "BROKER_REDIS_WAIT_REPLICAS" not in env(render({"redis": sentinel}))
+    assert "BROKER_REDIS_WAIT_REPLICAS" not in env(render({}))
+    given = env(render({"redis": sentinel | {"waitReplicas": 0}}))
+    assert given["BROKER_REDIS_WAIT_REPLICAS"]["value"] == "0"
+
+
 def test_sentinel_and_cluster_exclude_each_other() -> None:
     with pytest.raises(Exception, match="exclude each other"):
         render({"redis": {"cluster": True, "sentinel": {"enabled": True, "hosts": ["s:26379"]}}})

@@ -98,8 +98,40 @@ def test_graphql_values_reach_the_relay_settings_and_the_secret_holds_the_client
     known = relay_setting_names() | {
         "BROKER_REDIS_URL", "BROKER_REDIS_PASSWORD", "BROKER_REDIS_CLUSTER", "BROKER_LOG_FORMAT",
         "BROKER_LOG_LEVEL", "BROKER_SHUTDOWN_TIMEOUT_SECONDS", "BROKER_KEY_PREFIX",
+        "BROKER_REDIS_WAIT_TIMEOUT_MS", "BROKER_REDIS_ALLOW_EVICTION",
     }  # fmt: skip
     assert set(variables) - known == set()
+
+
+@pytest.mark.parametrize(
+    "redis_values",
+    [
+        {
+            "url": "rediss://redis:6379/0",
+            "allowEviction": True,
+            "tls": {"enabled": True, "caSecret": "redis-ca"},
+        },
+        {"sentinel": {"enabled": True, "hosts": ["my-redis.mo.svc:26379"]}, "waitReplicas": 2},
+        {"sentinel": {"enabled": True, "hosts": ["my-redis.mo.svc:26379"]}},
+    ],
+    ids=["url", "sentinel", "sentinel-default-wait"],
+)
+def test_the_relay_reaches_the_brokers_redis_with_the_brokers_redis_settings(
+    redis_values: dict[str, Any],
+) -> None:
+    values = values_file("relay") | {"redis": redis_values}
+    manifests = render(values)
+    deployment = next(
+        m
+        for m in manifests
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "event-broker"
+    )
+    variables = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    broker = {v["name"]: v for v in variables if v["name"].startswith("BROKER_REDIS_")}
+    relay = {
+        name: v for name, v in relay_env(manifests).items() if name.startswith("BROKER_REDIS_")
+    }
+    assert relay == broker
 
 
 def test_amqp_reads_its_url_from_an_existing_secret_and_none_is_created() -> None:

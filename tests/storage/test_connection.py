@@ -81,3 +81,14 @@ def test_sentinels_replace_the_url_and_must_be_host_and_port() -> None:
         Settings(redis_sentinels="a:26379", redis_url="redis://a:6379")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="is not host:port"):
         Settings(redis_sentinels="a.svc")  # type: ignore[arg-type]
+
+
+def test_with_sentinel_a_confirmation_waits_for_a_replica_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sentinels = "a.svc:26379"
+    assert Settings(redis_sentinels=sentinels).redis_wait_replicas == 1  # type: ignore[arg-type]
+    assert Settings(redis_sentinels=sentinels, redis_wait_replicas=0).redis_wait_replicas == 0  # type: ignore[arg-type]
+    assert Settings(redis_url="redis://a:6379").redis_wait_replicas == 0
+    monkeypatch.setenv("BROKER_REDIS_WAIT_REPLICAS", "0")
+    assert Settings(redis_sentinels=sentinels).redis_wait_replicas == 0  # type: ignore[arg-type]

@@ -72,3 +72,49 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "event-broker.metricsTokenKey" -}}
 {{- if .Values.metrics.existingSecret }}{{ .Values.metrics.existingSecretKey }}{{ else }}metrics-token{{ end }}
 {{- end }}
+
+{{/*
+The broker's Redis: the same for the broker and the relay, which writes into it.
+*/}}
+{{- define "event-broker.redisEnv" -}}
+{{- if .Values.redis.sentinel.enabled }}
+- name: BROKER_REDIS_SENTINELS
+  value: {{ join "," .Values.redis.sentinel.hosts | quote }}
+- name: BROKER_REDIS_SENTINEL_MASTER
+  value: {{ .Values.redis.sentinel.masterSet | quote }}
+- name: BROKER_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "event-broker.redisSecretName" . }}
+      key: {{ include "event-broker.sentinelPasswordKey" . }}
+      optional: true
+- name: BROKER_REDIS_SENTINEL_TLS
+  value: {{ .Values.redis.sentinel.tls | quote }}
+{{- else }}
+- name: BROKER_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "event-broker.redisSecretName" . }}
+      key: {{ include "event-broker.redisUrlKey" . }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.redis.waitReplicas) }}
+- name: BROKER_REDIS_WAIT_REPLICAS
+  value: {{ .Values.redis.waitReplicas | quote }}
+{{- end }}
+- name: BROKER_REDIS_WAIT_TIMEOUT_MS
+  value: {{ .Values.redis.waitTimeoutMs | quote }}
+- name: BROKER_REDIS_ALLOW_EVICTION
+  value: {{ .Values.redis.allowEviction | quote }}
+- name: BROKER_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "event-broker.redisSecretName" . }}
+      key: {{ include "event-broker.redisPasswordKey" . }}
+      optional: true
+- name: BROKER_REDIS_CLUSTER
+  value: {{ .Values.redis.cluster | quote }}
+{{- if .Values.redis.tls.enabled }}
+- name: BROKER_REDIS_TLS_CA_FILE
+  value: /etc/event-broker/redis-ca/{{ .Values.redis.tls.caKey }}
+{{- end }}
+{{- end }}
