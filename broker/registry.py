@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import unicodedata
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 from uuid import UUID, uuid4
 
 from broker import cursors, errors, inputs
@@ -25,6 +26,8 @@ from broker.models import (
 )
 from broker.settings import Settings
 from broker.storage.store import NamespaceGone, QuotaReached, Store
+
+Item = TypeVar("Item")
 
 # Largest `limit`; also the page size of listings of events when `limit` is missing.
 MAX_PAGE_SIZE = 1000
@@ -88,6 +91,24 @@ def _namespace_key(namespace: Namespace) -> list[str]:
 
 def _listener_key(listener: Listener) -> list[str]:
     return [str(listener.uuid)]
+
+
+async def _page(
+    matching: AsyncIterator[Item],
+    limit: int | None,
+    most: int | None,
+    key: Callable[[Item], list[str]],
+) -> Page[Item]:
+    """A page of `limit` items and the cursor after it; without `limit`, every item, or
+    the first `most` + 1 when there are more than `most` (a caller refuses such a list)."""
+    found: list[Item] = []
+    async for item in matching:
+        found.append(item)
+        if limit is not None and len(found) > limit:
+            return Page(found[:limit], cursors.encode(key(found[limit - 1])))
+        if limit is None and most is not None and len(found) > most:
+            break
+    return Page(found, None)
 
 
 class Registry:
@@ -157,16 +178,17 @@ class Registry:
         raise errors.StorageUnavailable()
 
     async def namespaces(
-        self, caller: Caller, selection: NamespaceFilter, limit: int | None, cursor: str | None
+        self,
+        caller: Caller,
+        selection: NamespaceFilter,
+        limit: int | None,
+        cursor: str | None,
+        most: int | None = None,
     ) -> Page[Namespace]:
         limit = page_size(limit, None)
         after = None if cursor is None else single_key(cursor)
-        found: list[Namespace] = []
-        async for namespace in self._matching_namespaces(selection, after, limit):
-            found.append(namespace)
-            if limit is not None and len(found) > limit:
-                return Page(found[:limit], cursors.encode(_namespace_key(found[limit - 1])))
-        return Page(found, None)
+        matching = self._matching_namespaces(selection, after, limit)
+        return await _page(matching, limit, most, _namespace_key)
 
     async def _matching_namespaces(
         self, selection: NamespaceFilter, after: str | None, limit: int | None
@@ -323,16 +345,17 @@ class Registry:
         return await self.store.get_listener(uuid)
 
     async def listeners(
-        self, caller: Caller, selection: ListenerFilter, limit: int | None, cursor: str | None
+        self,
+        caller: Caller,
+        selection: ListenerFilter,
+        limit: int | None,
+        cursor: str | None,
+        most: int | None = None,
     ) -> Page[Listener]:
         limit = page_size(limit, None)
         after = None if cursor is None else single_key(cursor)
-        found: list[Listener] = []
-        async for listener in self._matching_listeners(selection, after=after, limit=limit):
-            found.append(listener)
-            if limit is not None and len(found) > limit:
-                return Page(found[:limit], cursors.encode(_listener_key(found[limit - 1])))
-        return Page(found, None)
+        matching = self._matching_listeners(selection, after=after, limit=limit)
+        return await _page(matching, limit, most, _listener_key)
 
     async def _matching_listeners(
         self,

@@ -18,6 +18,7 @@ from uuid import uuid4
 import httpx
 import pytest
 
+from broker import errors
 from broker.http import context
 from broker.models import Caller
 from broker.storage.embedded import EmbeddedRedis
@@ -353,3 +354,50 @@ async def test_objects_sharing_a_namespace_read_it_once_for_all_of_them(make_api
     assert len(listeners) == 10
     assert {listener["namespace"]["name"] for listener in listeners} == {"mo"}
     assert reads == 1
+
+
+async def test_a_request_lists_at_most_its_budget_of_objects_over_all_its_lists(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_api()
+    await declare_many(api, 6)
+    monkeypatch.setattr(context, "OBJECTS_PER_REQUEST", 5)
+    broker = api.app.state.broker_state["broker"]
+    read: list[int] = []
+    real = broker.listeners
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        page = await real(*args, **kwargs)
+        read.append(len(page.objects))
+        return page
+
+    broker.listeners = counted
+    two = """{ a: event_listeners(limit: 2) { objects { uuid } }
+               b: event_listeners(limit: 3) { objects { uuid } } }"""
+    assert len((await api.data(two))["b"]["objects"]) == 3
+
+    message = await api.error("{ event_listeners { objects { uuid } } }")
+    assert message == (
+        "The query lists more than 5 objects in one request; give `event_listeners` a "
+        "`limit` and page with `cursor`"
+    )
+    assert read[-1] == 6  # without a limit it read one more than it may list, no more
+    aliases = " ".join(
+        f"a{n}: event_listeners(limit: 2) {{ objects {{ uuid }} }}" for n in range(3)
+    )
+    assert "lists more than 5 objects" in await api.error("{ " + aliases + " }")
+    nested = "{ event_namespaces { objects { listeners { uuid } } } }"
+    assert "lists more than 5 objects" in await api.error(nested)
+
+
+async def test_a_request_that_is_answered_takes_no_share_any_more() -> None:
+    shares = context.Shares()
+    ctx = context.Context(broker=None, caller=Caller(uuid4()), shares=shares)  # type: ignore[arg-type]
+    await ctx.admit(context.LARGE_ANSWER + 1, root="event_listeners")
+    assert shares.large.callers == 1
+    await ctx.release()
+    assert shares.large.callers == 0
+    # What graphql-core leaves running after an error ends here, holding nothing.
+    with pytest.raises(errors.InvalidInput):
+        await ctx.admit(context.LARGE_ANSWER + 1, root="event_listeners")
+    assert shares.large.callers == 0

@@ -21,6 +21,10 @@ from broker.settings import Settings
 # Events one request may list in all: a budget across nested lists and aliases, since
 # `event_listeners { events }` would otherwise multiply the page size by the listeners.
 EVENTS_PER_REQUEST = 10_000
+# Objects (listeners, namespaces, events) one request may list in all: 30 aliases of a
+# listing without `limit` made a 40 MB answer. A list without `limit` reads at most one
+# more than what is left of it.
+OBJECTS_PER_REQUEST = 10_000
 # How many nested per-object fields that read Redis (`Listener.events`,
 # `Namespace.listeners`, an uncached `Listener.namespace` or `FullEvent.listener`) run at
 # once for one caller, over all of its requests (`CallerSlots`), and how many one request
@@ -89,9 +93,12 @@ class Context:
     nested_spent: int = 0
     shares: Shares = field(default_factory=Shares)
     nested_refused: errors.InvalidInput | None = None
+    listed: int = 0  # objects listed so far, of OBJECTS_PER_REQUEST
     # The caller's large-answer share, once this request took it (`admit`).
     _large: AsyncExitStack | None = None
     _taking: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Answered: what graphql-core left running after an error takes nothing more.
+    _over: bool = False
 
     @asynccontextmanager
     async def nested(self, info: GraphQLResolveInfo[Any]) -> AsyncIterator[None]:
@@ -105,14 +112,35 @@ class Context:
             self._raise_if_refused()
             yield
 
-    async def admit(self, items: int) -> None:
-        """Before a list of `items` objects is completed: if that is a large answer, wait
-        for the caller's share of large answers. The request holds it until `release()`.
+    def room(self) -> int:
+        """How many objects a list without `limit` may still read (it reads one more, to
+        know when there are too many)."""
+        return max(OBJECTS_PER_REQUEST - self.listed, 0)
+
+    async def admit(
+        self, items: int, info: GraphQLResolveInfo[Any] | None = None, root: str = ""
+    ) -> None:
+        """Before a list of `items` objects is completed: count them against the
+        request's budget, and if that is a large answer, wait for the caller's share of
+        large answers. The request holds it until `release()`.
 
         Called by the resolvers of lists once they know their length (the Redis reads
-        before it are bounded by the page and the nested slots), never while holding a
-        nested slot, so that no two requests wait on each other.
+        before it are bounded by the page, `room()` and the nested slots), never while
+        holding a nested slot, so that no two requests wait on each other. Root fields,
+        which get no resolve info, name themselves (`root`).
         """
+        self._raise_if_refused()
+        self.listed += items
+        if self.listed > OBJECTS_PER_REQUEST and self.nested_refused is None:
+            made = ""
+            if info is not None:
+                root = _root_field(info)
+                made = _made(info, root)
+            self.nested_refused = errors.InvalidInput(
+                made + f"The query lists more than {OBJECTS_PER_REQUEST} objects in one "
+                f"request; give `{root}` a `limit` and page with `cursor`"
+            )
+        self._raise_if_refused()
         if items <= LARGE_ANSWER or self._large is not None:
             return
         async with self._taking:  # the request's other lists wait for the same share
@@ -120,11 +148,16 @@ class Context:
                 large = AsyncExitStack()
                 await large.enter_async_context(self.shares.large.hold(self.caller.owner))
                 self._large = large
+                if self._over:  # taken after the answer went out: give it back at once
+                    await self.release()
+        self._raise_if_refused()
 
     async def release(self) -> None:
-        """The request is answered: give back what it held."""
-        if self._large is not None:
-            await self._large.aclose()
+        """The request is answered: give back what it held, and take nothing more."""
+        self._over = True
+        large, self._large = self._large, None
+        if large is not None:
+            await large.aclose()
 
     def expect(self, info: GraphQLResolveInfo[Any], items: int) -> None:
         """Refuse a list of `items` now if their nested fields would go past the budget.
@@ -152,6 +185,8 @@ class Context:
         if self.nested_refused is not None:
             # A new exception each time: one raised again and again collects a traceback.
             raise errors.InvalidInput(str(self.nested_refused))
+        if self._over:
+            raise errors.InvalidInput("The request is answered already")
 
     def spend(
         self, events: list[PendingEvent], info: GraphQLResolveInfo[Any] | None = None
@@ -166,25 +201,39 @@ class Context:
             )
         return events
 
-    async def listener(self, uuid: UUID, info: GraphQLResolveInfo[Any]) -> Listener | None:
-        if uuid not in self.listeners:  # concurrent look-ups of one key share one read
+    def listener(
+        self, uuid: UUID, info: GraphQLResolveInfo[Any]
+    ) -> Listener | asyncio.Future[Listener | None] | None:
+        """The listener, once read in this request; until then its read, to await.
+
+        Concurrent look-ups of one key share one read, and the objects of a list that
+        come after it is back get the value itself: no awaitable for each of them.
+        """
+        if uuid not in self.listeners:
             self.listeners[uuid] = asyncio.ensure_future(
                 self._read(self.broker.listener, uuid, info)
             )
-        return await self.listeners[uuid]
+        return _known(self.listeners[uuid])
 
-    async def namespace(self, name: str, info: GraphQLResolveInfo[Any]) -> Namespace | None:
+    def namespace(
+        self, name: str, info: GraphQLResolveInfo[Any]
+    ) -> Namespace | asyncio.Future[Namespace | None] | None:
+        """The namespace, as `listener` gives a listener."""
         if name not in self.namespaces:
             self.namespaces[name] = asyncio.ensure_future(
                 self._read(self.broker.namespace, name, info)
             )
-        return await self.namespaces[name]
+        return _known(self.namespaces[name])
 
     async def _read(
         self, read: Callable[[Key], Awaitable[Found]], key: Key, info: GraphQLResolveInfo[Any]
     ) -> Found:
         async with self.nested(info):
             return await read(key)
+
+
+def _known(read: asyncio.Future[Found]) -> Found | asyncio.Future[Found]:
+    return read.result() if read.done() else read
 
 
 def context_for(

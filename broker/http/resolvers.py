@@ -59,7 +59,7 @@ async def _events(
         cursor,
     )
     ctx.spend(page.objects)
-    await ctx.admit(len(page.objects))
+    await ctx.admit(len(page.objects), root="events")
     return paged(page)
 
 
@@ -71,8 +71,9 @@ async def _event_listeners(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    page = await ctx.broker.listeners(ctx.caller, listener_filter(filter), limit, cursor)
-    await ctx.admit(len(page.objects))
+    selection = listener_filter(filter)
+    page = await ctx.broker.listeners(ctx.caller, selection, limit, cursor, ctx.room())
+    await ctx.admit(len(page.objects), root="event_listeners")
     return paged(page)
 
 
@@ -84,8 +85,9 @@ async def _event_namespaces(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    page = await ctx.broker.namespaces(ctx.caller, namespace_filter(filter), limit, cursor)
-    await ctx.admit(len(page.objects))
+    selection = namespace_filter(filter)
+    page = await ctx.broker.namespaces(ctx.caller, selection, limit, cursor, ctx.room())
+    await ctx.admit(len(page.objects), root="event_namespaces")
     return paged(page)
 
 
@@ -177,7 +179,8 @@ async def _rerun(ctx: Context, input: dict[str, Any]) -> list[PendingEvent]:
         checked_list(input.get("priorities"), "priorities"),
         input.get("silenced"),
     )
-    await ctx.admit(len(rerun))
+    # The reruns are made: the refusal of a list too long says so (`_made`).
+    await ctx.admit(len(rerun), root="event_rerun")
     return sliced(rerun)
 
 
@@ -195,20 +198,16 @@ full_event_type = ObjectType("FullEvent")
 
 
 @gated(full_event_type, "listener")
-async def _full_event_listener(
-    event: PendingEvent, info: GraphQLResolveInfo[Context]
-) -> Listener | None:
-    return await info.context.listener(event.listener, info)
+def _full_event_listener(event: PendingEvent, info: GraphQLResolveInfo[Context]) -> Any:
+    return info.context.listener(event.listener, info)  # the listener, or its read to await
 
 
 listener_type = ObjectType("Listener")
 
 
 @gated(listener_type, "namespace")
-async def _listener_namespace(
-    listener: Listener, info: GraphQLResolveInfo[Context]
-) -> Namespace | None:
-    return await info.context.namespace(listener.namespace, info)
+def _listener_namespace(listener: Listener, info: GraphQLResolveInfo[Context]) -> Any:
+    return info.context.namespace(listener.namespace, info)  # or its read to await
 
 
 @gated(listener_type, "events")
@@ -223,8 +222,9 @@ async def _listener_events(
     selection = event_selection(filter)
     async with ctx.nested(info):
         found = await ctx.broker.listener_events(ctx.caller, listener, selection, limit, cursor)
-    await ctx.admit(len(found))
-    return sliced(ctx.spend(found, info))
+    ctx.spend(found, info)
+    await ctx.admit(len(found), info)
+    return sliced(found)
 
 
 namespace_type = ObjectType("Namespace")
@@ -248,9 +248,9 @@ async def _namespace_listeners(
         namespaces=NamespaceFilter(names=frozenset([namespace.name])),
     )
     async with ctx.nested(info):
-        found = (await ctx.broker.listeners(ctx.caller, bound, limit, cursor)).objects
+        found = (await ctx.broker.listeners(ctx.caller, bound, limit, cursor, ctx.room())).objects
     ctx.expect(info, len(found))
-    await ctx.admit(len(found))
+    await ctx.admit(len(found), info)
     return sliced(found)
 
 
@@ -272,9 +272,10 @@ async def _actor_namespaces(
 ) -> list[Namespace]:
     selection = namespace_filter(filter)
     own = NamespaceFilter(selection.names, frozenset([caller.owner]), selection.public)
-    found = (await info.context.broker.namespaces(caller, own, limit, cursor)).objects
-    info.context.expect(info, len(found))
-    await info.context.admit(len(found))
+    ctx: Context = info.context
+    found = (await ctx.broker.namespaces(caller, own, limit, cursor, ctx.room())).objects
+    ctx.expect(info, len(found))
+    await ctx.admit(len(found), info)
     return sliced(found)
 
 
@@ -294,9 +295,10 @@ async def _actor_listeners(
         selection.routing_keys,
         selection.namespaces,
     )
-    found = (await info.context.broker.listeners(caller, own, limit, cursor)).objects
-    info.context.expect(info, len(found))
-    await info.context.admit(len(found))
+    ctx: Context = info.context
+    found = (await ctx.broker.listeners(caller, own, limit, cursor, ctx.room())).objects
+    ctx.expect(info, len(found))
+    await ctx.admit(len(found), info)
     return sliced(found)
 
 
