@@ -291,7 +291,7 @@ def parse_owner(value: object) -> UUID:
     Microsoft's GUID layout (first three fields little-endian), hence `bytes_le`. OS2mo reads
     the claim the same way, so both see one owner.
     """
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not value.isascii():  # UUID() reads any Unicode digit
         raise NotAuthenticated()
     try:
         owner = UUID(value)

@@ -151,6 +151,23 @@ def _prototypes() -> dict[str, str]:
     return table
 
 
+# The Latin small capitals (U+1D0D `ᴍ`, U+0280 `ʀ`, ...): letters that have no capital of
+# their own, so neither NFKC nor case folding joins `ᴍᴏ` to `MO`, and confusables.txt
+# pairs few of them with their letter. Taken from the Unicode names, as the letters they are.
+SMALL_CAPITALS = str.maketrans(
+    {
+        char: letter
+        for char, letter in (
+            (c, unicodedata.name(c, "").removeprefix("LATIN LETTER SMALL CAPITAL "))
+            for c in map(
+                chr, [*range(0x0250, 0x02B0), *range(0x1D00, 0x1D80), *range(0xA720, 0xA800)]
+            )
+        )
+        if len(letter) == 1
+    }
+)
+
+
 def skeleton(value: str) -> str:
     """The UTS #39 skeleton: equal for strings that look alike (`l`, `1`, `I`; Cyrillic `o`)."""
     prototypes = _prototypes()
@@ -166,5 +183,5 @@ def fold(value: str) -> str:
     is taken of the capitals, case-folded, and taken once more: `Mo`, full-width `mo`, `mo`
     with a zero-width space and Cyrillic `mo` all fold onto the fold of `mo`.
     """
-    capitals = unicodedata.normalize("NFKC", value).upper()
+    capitals = unicodedata.normalize("NFKC", value).translate(SMALL_CAPITALS).upper()
     return skeleton(skeleton(capitals).casefold())

@@ -258,6 +258,9 @@ async def test_owner_as_keycloak_base64_guid_is_read_little_endian(
         pytest.param({"uuid": "alice"}, id="owner-not-a-uuid"),
         pytest.param({"uuid": base64.b64encode(b"short").decode()}, id="owner-base64-not-16-bytes"),
         pytest.param({"uuid": 42}, id="owner-a-number"),
+        pytest.param(  # Arabic-Indic digits, which UUID() reads as 1s
+            {"uuid": "\u0661" * 8 + "-1111-4111-8111-" + "1" * 12}, id="owner-non-ascii-digits"
+        ),
         pytest.param({"uuid": str(UUID(int=0))}, id="owner-the-nil-uuid"),
         pytest.param({"uuid": base64.b64encode(bytes(16)).decode()}, id="owner-the-nil-guid"),
     ],

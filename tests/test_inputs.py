@@ -9,7 +9,17 @@ import pytest
 
 from broker import errors, inputs
 
-MO_LOOKALIKES = ["mo", "Mo", "MO", "mO", "\uff4d\uff4f", "\uff2d\uff2f", "mo\u200b", "\u200bmo"]
+MO_LOOKALIKES = [
+    "mo",
+    "Mo",
+    "MO",
+    "mO",
+    "\uff4d\uff4f",
+    "\uff2d\uff2f",
+    "mo\u200b",
+    "\u200bmo",
+    "\u1d0d\u1d0f",
+]
 MO_LOOKALIKES += ["\u043c\u043e", "\u041c\u041e", "m\u043e", "m0"]  # Cyrillic, mixed, digit
 
 

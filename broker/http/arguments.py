@@ -30,7 +30,8 @@ def _serialize_uuid(value: UUID) -> str:
 
 @uuid_scalar.value_parser
 def _parse_uuid(value: Any) -> UUID:
-    if not isinstance(value, str):
+    # Python's UUID() reads any Unicode digit (Arabic-Indic U+0661 as 1): ASCII only.
+    if not isinstance(value, str) or not value.isascii():
         raise errors.InvalidUUID()
     try:
         return UUID(value)

@@ -241,7 +241,10 @@ async def test_a_stray_value_error_shows_users_no_text(
         assert "secret" not in response.text
 
 
-@pytest.mark.parametrize("listener", ["not a uuid", "", 5])
+# The last: Arabic-Indic digits, which Python's UUID() reads as digits.
+@pytest.mark.parametrize(
+    "listener", ["not a uuid", "", 5, "\u0661" * 8 + "-1111-4111-8111-" + "1" * 12]
+)
 async def test_a_malformed_uuid_gets_the_fixed_message(api: Api, listener: Any) -> None:
     message = await api.error(clients.FETCH, {"listener": listener})
     # graphql-core words where; the reason is ours (not Python's "badly formed hexadecimal…").
