@@ -94,6 +94,7 @@ class Context:
     shares: Shares = field(default_factory=Shares)
     nested_refused: errors.InvalidInput | None = None
     listed: int = 0  # objects listed so far, of OBJECTS_PER_REQUEST
+    made: list[str] = field(default_factory=list)  # a mutation's root fields done so far
     # The caller's large-answer share, once this request took it (`admit`).
     _large: AsyncExitStack | None = None
     _taking: asyncio.Lock = field(default_factory=asyncio.Lock)

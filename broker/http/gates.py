@@ -7,7 +7,7 @@ from functools import wraps
 from typing import Any, Final, TypeVar
 
 from ariadne import ObjectType
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLResolveInfo, OperationType
 
 from broker import auth, errors
 from broker.http.context import Context
@@ -96,6 +96,20 @@ def root(resolver: Resolver[R]) -> Resolver[R]:
 
     @wraps(resolver)
     async def adapted(obj: Any, info: GraphQLResolveInfo[Context], **kwargs: Any) -> R:
-        return await resolver(info.context, **kwargs)
+        context = info.context
+        if info.operation.operation is not OperationType.MUTATION:
+            return await resolver(context, **kwargs)
+        # A mutation's root fields run one after the other, each writing on its own: one
+        # refused after others wrote says so, since its error may make all `data` null.
+        try:
+            result = await resolver(context, **kwargs)
+        except errors.BrokerError as error:
+            if context.made:
+                done = ", ".join(f"`{key}`" for key in context.made)
+                error.message = f"{error.message} ({done} before it made their changes)"
+                error.args = (error.message,)
+            raise
+        context.made.append(str(info.path.key))
+        return result
 
     return adapted

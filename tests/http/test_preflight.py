@@ -120,3 +120,22 @@ async def test_a_mutation_whose_answer_is_allowed_answers_it(api: Api) -> None:
     assert "errors" not in body, body
     assert body["data"]["event_listener_declare"]["namespace"] == {"name": "mo"}
     assert body["data"]["event_listener_declare"]["events"] == []
+
+
+async def test_a_root_field_refused_after_others_wrote_names_those_that_did(api: Api) -> None:
+    query = """mutation {
+      a: event_namespace_declare(input: {name: "first"}) { name }
+      b: event_namespace_declare(input: {name: "second"}) { name }
+      c: event_namespace_declare(input: {name: "x\\u200b"}) { name }
+    }"""
+    for _ in range(2):  # through Ariadne, then the document cache
+        body = (await api.http.post("/graphql/v25", json={"query": query})).json()
+        assert (
+            body["data"] is None
+        )  # c's error nulls them all, so the message says what a and b did
+        assert body["errors"][0]["message"] == (
+            "name must not hold invisible or formatting characters (U+200B ZERO WIDTH SPACE)"
+            " (`a`, `b` before it made their changes)"
+        )
+    names = await api.data("{ event_namespaces { objects { name } } }")
+    assert {"first", "second"} <= {n["name"] for n in names["event_namespaces"]["objects"]}
