@@ -18,6 +18,9 @@ RETRY_PUMP_BATCH = 32
 _PAGE = 500
 # Entries one subject search looks at per HSCAN call.
 _SEARCH_SCAN = 1000
+# What a listener's index holds when the broker did not write it: a member that is not
+# UTF-8 (redis-py fails the whole reply), a score that is no finite number of ms.
+UNREADABLE_INDEX = (UnicodeDecodeError, ValueError, OverflowError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +129,13 @@ class Events(StoreBase):
         cursor = ("", "") if after is None else records.parse_order_key(after)
         if cursor is None:
             raise ValueError(f"not an order key: {after!r}")
-        reply = await self._page(keys=[self.keys.listener(listener).index], args=[*cursor, count])
-        return [(reply[i], int(float(reply[i + 1]))) for i in range(0, len(reply), 2)]
+        index = self.keys.listener(listener).index
+        try:
+            reply = await self._page(keys=[index], args=[*cursor, count])
+            return [(reply[i], int(float(reply[i + 1]))) for i in range(0, len(reply), 2)]
+        except UNREADABLE_INDEX as error:  # not written by the broker: its events go unlisted
+            self.unreadable("event index", index, error)
+            return []
 
     async def pending(
         self, listener: UUID, selection: EventSelection, after: str | None, limit: int | None
@@ -177,15 +185,17 @@ class Events(StoreBase):
         if not subjects:
             return []
         index = self.keys.listener(listener).index
-        scores = await self.redis.zmscore(index, list(subjects))
-        return await self._events(
-            listener,
-            [
+        try:
+            scores = await self.redis.zmscore(index, list(subjects))
+            indexed = [
                 (subject, int(score))
                 for subject, score in zip(subjects, scores, strict=True)
                 if score is not None
-            ],
-        )
+            ]
+        except UNREADABLE_INDEX as error:
+            self.unreadable("event index", index, error)
+            return []
+        return await self._events(listener, indexed)
 
     async def _events(
         self, listener: UUID, indexed: Sequence[tuple[str, int]]
