@@ -39,6 +39,9 @@ QUERIES = {
         "{ event_listeners(limit: 1000) { objects { uuid user_key routing_key } } }"
     ),
     "event_listeners (no limit)": "{ event_listeners { objects { uuid user_key } } }",
+    "10 aliases of event_listeners(limit: 1000)": "{ "
+    + " ".join(f"a{n}: event_listeners(limit: 1000) {{ objects {{ uuid }} }}" for n in range(10))
+    + " }",
     "me { actor { event_listeners } }": (
         "{ me { actor { event_listeners { uuid user_key routing_key } } } }"
     ),
