@@ -175,6 +175,12 @@ class Settings(BaseSettings):
         description="Nested per-object fields that read Redis (e.g. `Listener.events`) one "
         "request may resolve; past it the request gets an error.",
     )
+    max_objects_per_request: int = Field(
+        default=10_000,
+        ge=1,
+        description="Listeners, namespaces and events one request may list in all; past it "
+        "the request gets an error that says to page.",
+    )
 
     # Operator console (/console)
     console: bool = Field(default=True, description="Serve the operator console on /console.")

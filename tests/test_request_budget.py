@@ -357,11 +357,10 @@ async def test_objects_sharing_a_namespace_read_it_once_for_all_of_them(make_api
 
 
 async def test_a_request_lists_at_most_its_budget_of_objects_over_all_its_lists(
-    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+    make_api: MakeApi,
 ) -> None:
-    api = await make_api()
+    api = await make_api(max_objects_per_request=5)
     await declare_many(api, 6)
-    monkeypatch.setattr(context, "OBJECTS_PER_REQUEST", 5)
     broker = api.app.state.broker_state["broker"]
     read: list[int] = []
     real = broker.listeners

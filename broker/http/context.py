@@ -21,9 +21,9 @@ from broker.settings import Settings
 # Events one request may list in all: a budget across nested lists and aliases, since
 # `event_listeners { events }` would otherwise multiply the page size by the listeners.
 EVENTS_PER_REQUEST = 10_000
-# Objects (listeners, namespaces, events) one request may list in all: 30 aliases of a
-# listing without `limit` made a 40 MB answer. A list without `limit` reads at most one
-# more than what is left of it.
+# Objects (listeners, namespaces, events) one request may list in all, by default
+# (BROKER_MAX_OBJECTS_PER_REQUEST): 30 aliases of a listing without `limit` made a 40 MB
+# answer. A list without `limit` reads at most one more than what is left of it.
 OBJECTS_PER_REQUEST = 10_000
 # How many nested per-object fields that read Redis (`Listener.events`,
 # `Namespace.listeners`, an uncached `Listener.namespace` or `FullEvent.listener`) run at
@@ -93,7 +93,8 @@ class Context:
     nested_spent: int = 0
     shares: Shares = field(default_factory=Shares)
     nested_refused: errors.InvalidInput | None = None
-    listed: int = 0  # objects listed so far, of OBJECTS_PER_REQUEST
+    objects_limit: int = OBJECTS_PER_REQUEST
+    listed: int = 0  # objects listed so far, of `objects_limit`
     made: list[str] = field(default_factory=list)  # a mutation's root fields done so far
     # The caller's large-answer share, once this request took it (`admit`).
     _large: AsyncExitStack | None = None
@@ -116,7 +117,7 @@ class Context:
     def room(self) -> int:
         """How many objects a list without `limit` may still read (it reads one more, to
         know when there are too many)."""
-        return max(OBJECTS_PER_REQUEST - self.listed, 0)
+        return max(self.objects_limit - self.listed, 0)
 
     async def admit(
         self, items: int, info: GraphQLResolveInfo[Any] | None = None, root: str = ""
@@ -132,13 +133,13 @@ class Context:
         """
         self._raise_if_refused()
         self.listed += items
-        if self.listed > OBJECTS_PER_REQUEST and self.nested_refused is None:
+        if self.listed > self.objects_limit and self.nested_refused is None:
             made = ""
             if info is not None:
                 root = _root_field(info)
                 made = _made(info, root)
             self.nested_refused = errors.InvalidInput(
-                made + f"The query lists more than {OBJECTS_PER_REQUEST} objects in one "
+                made + f"The query lists more than {self.objects_limit} objects in one "
                 f"request; give `{root}` a `limit` and page with `cursor`"
             )
         self._raise_if_refused()
@@ -246,5 +247,6 @@ def context_for(
         caller=auth.caller_of(principal, settings),
         roles=principal.roles,
         nested_limit=settings.max_nested_per_request,
+        objects_limit=settings.max_objects_per_request,
         shares=shares,
     )
