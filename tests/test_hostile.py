@@ -21,7 +21,6 @@ from joserfc.jwk import ECKey
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-import broker.http.context
 from broker import operations
 from broker.auth import ROLES
 from broker.operations import MAX_LIST_LENGTH, MAX_PAGE_SIZE
@@ -556,20 +555,17 @@ async def test_fuzzed_requests_never_give_a_server_error_nor_write_on_error(
         assert await snapshot(redis) == before, (document, variables_, body)
 
 
-async def test_nested_event_lists_share_one_budget_per_request(
-    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    api = await make_api()
+async def test_nested_event_lists_share_one_budget_per_request(make_api: MakeApi) -> None:
+    api = await make_api(max_objects_per_request=18)  # 3 listeners + 3 x 5 events
+    tight = await make_api(max_objects_per_request=17)
     for user_key in ("a", "b", "c"):
         await declare(api, "person", user_key)
     for n in range(5):
         await send(api, "person", f"s{n}")
     await settle(api)
     query = "{ event_listeners { objects { events(limit: 5) { subject } } } }"
-    monkeypatch.setattr(broker.http.context, "EVENTS_PER_REQUEST", 15)
     assert len((await api.data(query))["event_listeners"]["objects"]) == 3
-    monkeypatch.setattr(broker.http.context, "EVENTS_PER_REQUEST", 10)
-    assert (await api.error(query)).startswith("The query lists more than 10 events")
+    assert (await tight.error(query)).startswith("The query lists more than 17 objects")
 
 
 # Text and names: the input boundary ---------------------------------------------------------

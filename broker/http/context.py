@@ -14,16 +14,15 @@ from graphql import GraphQLResolveInfo, OperationType
 from broker import auth, errors
 from broker.http.preflight import item_fields
 from broker.http.slots import CallerSlots
-from broker.models import Caller, Listener, Namespace, PendingEvent
+from broker.models import Caller, Listener, Namespace
 from broker.operations import Broker
 from broker.settings import Settings
 
-# Events one request may list in all: a budget across nested lists and aliases, since
-# `event_listeners { events }` would otherwise multiply the page size by the listeners.
-EVENTS_PER_REQUEST = 10_000
-# Objects (listeners, namespaces, events) one request may list in all, by default
-# (BROKER_MAX_OBJECTS_PER_REQUEST): 30 aliases of a listing without `limit` made a 40 MB
-# answer. A list without `limit` reads at most one more than what is left of it.
+# Objects (listeners, namespaces, events) one request may list in all, over its nested
+# lists and aliases, by default (BROKER_MAX_OBJECTS_PER_REQUEST): `event_listeners
+# { events }` multiplies the page size by the listeners, and 30 aliases of a listing
+# without `limit` made a 40 MB answer. A list without `limit` reads at most one more
+# than what is left.
 OBJECTS_PER_REQUEST = 10_000
 # How many nested per-object fields that read Redis (`Listener.events`,
 # `Namespace.listeners`, an uncached `Listener.namespace` or `FullEvent.listener`) run at
@@ -87,12 +86,11 @@ class Context:
     # Listeners and namespaces read for nested fields, once per request each.
     listeners: dict[UUID, asyncio.Future[Listener | None]] = field(default_factory=dict)
     namespaces: dict[str, asyncio.Future[Namespace | None]] = field(default_factory=dict)
-    # Events one request may list in all, nested lists and aliases included.
-    event_budget: int = field(default_factory=lambda: EVENTS_PER_REQUEST)
     nested_limit: int = 200
     nested_spent: int = 0
     shares: Shares = field(default_factory=Shares)
-    nested_refused: errors.InvalidInput | None = None
+    # Why the request is refused, once a budget ran out: everything after fails fast.
+    refused: errors.InvalidInput | None = None
     objects_limit: int = OBJECTS_PER_REQUEST
     listed: int = 0  # objects listed so far, of `objects_limit`
     made: list[str] = field(default_factory=list)  # a mutation's root fields done so far
@@ -106,7 +104,7 @@ class Context:
     async def nested(self, info: GraphQLResolveInfo[Any]) -> AsyncIterator[None]:
         """Guard one nested field's Redis work: counted, and a few at a time."""
         self.nested_spent += 1
-        if self.nested_spent > self.nested_limit and self.nested_refused is None:
+        if self.nested_spent > self.nested_limit and self.refused is None:
             self._refuse(info, f"{info.parent_type.name}.{info.field_name}")
         self._raise_if_refused()
         async with self.shares.nested.hold(self.caller.owner):
@@ -133,12 +131,12 @@ class Context:
         """
         self._raise_if_refused()
         self.listed += items
-        if self.listed > self.objects_limit and self.nested_refused is None:
+        if self.listed > self.objects_limit and self.refused is None:
             made = ""
             if info is not None:
                 root = _root_field(info)
                 made = _made(info, root)
-            self.nested_refused = errors.InvalidInput(
+            self.refused = errors.InvalidInput(
                 made + f"The query lists more than {self.objects_limit} objects in one "
                 f"request; give `{root}` a `limit` and page with `cursor`"
             )
@@ -176,7 +174,7 @@ class Context:
 
     def _refuse(self, info: GraphQLResolveInfo[Any], field_name: str) -> None:
         root = _root_field(info)
-        self.nested_refused = errors.InvalidInput(
+        self.refused = errors.InvalidInput(
             _made(info, root) + f"`{root}` selects `{field_name}` for more "
             f"than {self.nested_limit} objects in one request; narrow `{root}` with "
             "its `filter` (e.g. `uuids`, `owners`, `namespaces`) and a `limit`, and "
@@ -184,24 +182,11 @@ class Context:
         )
 
     def _raise_if_refused(self) -> None:
-        if self.nested_refused is not None:
+        if self.refused is not None:
             # A new exception each time: one raised again and again collects a traceback.
-            raise errors.InvalidInput(str(self.nested_refused))
+            raise errors.InvalidInput(str(self.refused))
         if self._over:
             raise errors.InvalidInput("The request is answered already")
-
-    def spend(
-        self, events: list[PendingEvent], info: GraphQLResolveInfo[Any] | None = None
-    ) -> list[PendingEvent]:
-        """Count listed events against the request's budget (`info`: a nested field's)."""
-        self.event_budget -= len(events)
-        if self.event_budget < 0:
-            raise errors.InvalidInput(
-                ("" if info is None else _made(info, _root_field(info)))
-                + f"The query lists more than {EVENTS_PER_REQUEST} events; "
-                "page with `limit` and `cursor` instead"
-            )
-        return events
 
     def listener(
         self, uuid: UUID, info: GraphQLResolveInfo[Any]
@@ -212,9 +197,7 @@ class Context:
         come after it is back get the value itself: no awaitable for each of them.
         """
         if uuid not in self.listeners:
-            self.listeners[uuid] = asyncio.ensure_future(
-                self._read(self.broker.listener, uuid, info)
-            )
+            self.listeners[uuid] = self._read(self.broker.listener, uuid, info)
         return _known(self.listeners[uuid])
 
     def namespace(
@@ -222,16 +205,23 @@ class Context:
     ) -> Namespace | asyncio.Future[Namespace | None] | None:
         """The namespace, as `listener` gives a listener."""
         if name not in self.namespaces:
-            self.namespaces[name] = asyncio.ensure_future(
-                self._read(self.broker.namespace, name, info)
-            )
+            self.namespaces[name] = self._read(self.broker.namespace, name, info)
         return _known(self.namespaces[name])
 
-    async def _read(
+    def _read(
         self, read: Callable[[Key], Awaitable[Found]], key: Key, info: GraphQLResolveInfo[Any]
-    ) -> Found:
-        async with self.nested(info):
-            return await read(key)
+    ) -> asyncio.Future[Found]:
+        """One nested read, as a task that every look-up of `key` awaits."""
+
+        async def guarded() -> Found:
+            async with self.nested(info):
+                return await read(key)
+
+        task = asyncio.ensure_future(guarded())
+        # Its error reaches every waiter; when graphql-core stopped waiting (another
+        # field failed first), it is retrieved here rather than logged at collection.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
 
 
 def _known(read: asyncio.Future[Found]) -> Found | asyncio.Future[Found]:

@@ -58,7 +58,6 @@ async def _events(
         limit,
         cursor,
     )
-    ctx.spend(page.objects)
     await ctx.admit(len(page.objects), root="events")
     return paged(page)
 
@@ -222,7 +221,6 @@ async def _listener_events(
     selection = event_selection(filter)
     async with ctx.nested(info):
         found = await ctx.broker.listener_events(ctx.caller, listener, selection, limit, cursor)
-    ctx.spend(found, info)
     await ctx.admit(len(found), info)
     return sliced(found)
 

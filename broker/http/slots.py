@@ -2,9 +2,10 @@
 
 A per-request cap alone lets one caller multiply it by sending requests in parallel; a
 `CallerSlots` holds however many requests the caller sends. Used for nested per-object
-fields that read Redis (broker/http/context.py) and for first sights of documents in the
-checker process (broker/http/checker.py). A caller's entry lives only while it has
-something running or waiting, so callers that are gone cost nothing.
+fields that read Redis and for large answers (`Shares` in broker/http/context.py), and
+for first sights of documents in the checker process (broker/http/checker.py). A
+caller's entry lives only while it has something running or waiting, so callers that
+are gone cost nothing.
 """
 
 from __future__ import annotations
